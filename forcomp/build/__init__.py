@@ -1,0 +1,1 @@
+"""The offline stage: segment each source image, inpaint the hole, write the cache."""

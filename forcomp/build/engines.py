@@ -1,0 +1,99 @@
+"""The local engine: batches through ``process_batch`` in this process or in a pool of CPU workers."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from forcomp.build.config import BuildConfig
+from forcomp.build.pipeline import Backends, BuildSummary, batched, process_batch
+from forcomp.build.sources import Item
+from forcomp.cache.index import IndexRecord, IndexWriter
+from forcomp.cache.layout import CacheLayout
+from forcomp.errors import WeightsNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def check_weights(config: BuildConfig) -> dict[str, str]:
+    """Resolve both backends and fail before any work if their weights are missing."""
+    from forcomp.build.inpainters import INPAINTERS
+    from forcomp.build.segmenters import SEGMENTERS
+
+    wdir = config.weights_path()
+    names = {}
+    for stage, reg, name in (("segmenter", SEGMENTERS, config.segmenter), ("inpainter", INPAINTERS, config.inpainter)):
+        spec = reg.resolve(name, wdir)
+        if spec.available_weights(wdir) is None:
+            want = " or ".join("+".join(str(wdir / p) for p in alt) for alt in spec.weights)
+            raise WeightsNotFoundError(
+                f"{stage} {spec.name!r} needs weights that are not in {wdir}: expected {want}. "
+                "See weights/README.md for where to get them, or pass --weights DIR."
+            )
+        names[stage] = spec.name
+    return names
+
+
+# Worker-process state: backends are built once per process by the pool initializer.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: BuildConfig, layout: CacheLayout) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER["backends"] = Backends.from_config(config)
+    _WORKER["config"] = config
+    _WORKER["layout"] = layout
+
+
+def _work(batch: list[Item]) -> list[IndexRecord]:
+    return process_batch(batch, _WORKER["backends"], _WORKER["config"], _WORKER["layout"])
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+
+def _results(todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, names: dict[str, str]) -> Iterator[list[IndexRecord]]:
+    batches = list(batched(todo, config.batch_size))
+    if config.workers <= 1 or len(batches) <= 1:
+        backends = Backends.from_config(config)
+        names.update(segmenter=backends.segmenter.name, inpainter=backends.inpainter.name)
+        for b in batches:
+            yield process_batch(b, backends, config, layout)
+        return
+    # fork is cheap and fine for the CPU backends; CUDA cannot be forked, so use spawn there.
+    method = "spawn" if (config.device or "").startswith("cuda") else "fork"
+    ctx = mp.get_context(method if method in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(config.workers, initializer=_init_worker, initargs=(config, layout)) as pool:
+        yield from pool.imap(_work, batches)
+
+
+def run_local(
+    todo: Sequence[Item], layout: CacheLayout, config: BuildConfig, summary: BuildSummary, *, progress: bool = False
+) -> dict[str, Any]:
+    """Process ``todo`` and append each record to this process's index file as soon as it is done."""
+    if not todo:
+        return {}
+    names: dict[str, Any] = dict(check_weights(config))
+    bar = _progress(len(todo), progress, f"build {layout.split}")
+    with IndexWriter(layout, config.shard_tag) as index:
+        for records in _results(todo, config, layout, names):
+            index.append(records)
+            for rec in records:
+                summary.add(rec)
+            bar.update(len(records))
+            bar.set_postfix(ok=summary.ok, no_obj=summary.no_object, err=len(summary.errors), refresh=False)
+    bar.close()
+    return names
