@@ -58,6 +58,10 @@ def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_4
         raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
     if size == 0:
         raise ImageDecodeError(f"{path}: empty file (0 bytes)")
+    # Our own limit replaces Pillow's global one for this call (it may be raised or lowered by the
+    # user); the size is checked from the header, before any pixel is decoded.
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with open(path, "rb") as f, Image.open(f) as img:
             w, h = img.size
@@ -79,6 +83,8 @@ def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_4
         raise ImageDecodeError(f"{path}: permission denied") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     arr = np.asarray(rgb, dtype=np.uint8)
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE_PX:

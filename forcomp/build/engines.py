@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,12 +45,8 @@ def _init_worker(config: BuildConfig, layout: CacheLayout) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     _WORKER["backends"] = Backends.from_config(config)
     _WORKER["config"] = config
     _WORKER["layout"] = layout
@@ -73,9 +70,9 @@ def _results(todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, nam
         for b in batches:
             yield process_batch(b, backends, config, layout)
         return
-    # fork is cheap and fine for the CPU backends; CUDA cannot be forked, so use spawn there.
-    method = "spawn" if (config.device or "").startswith("cuda") else "fork"
-    ctx = mp.get_context(method if method in mp.get_all_start_methods() else "spawn")
+    # spawn, not fork: a forked child inherits OpenCV's/torch's thread pools in whatever state
+    # they were and can deadlock (seen here with workers=2), and CUDA cannot be forked at all.
+    ctx = mp.get_context("spawn")
     with ctx.Pool(config.workers, initializer=_init_worker, initargs=(config, layout)) as pool:
         yield from pool.imap(_work, batches)
 

@@ -1,0 +1,212 @@
+"""Command line: ``forcomp build | info | verify | preview | demo | backends | evaluate | compare``.
+
+Parsing only: each subcommand calls one library function. Exit codes: 0 success; 1 finished but
+some inputs failed (build) or problems were found (verify); 2 could not run at all (bad arguments,
+unreadable source, missing weights, unusable cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from forcomp import __version__
+
+EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="segment + inpaint an ImageFolder into a cache (resumable)")
+    p.add_argument("source", type=Path, help="ImageFolder root: SOURCE/<class>/<image>")
+    p.add_argument("cache", type=Path, help="cache root (created if missing)")
+    p.add_argument("--split", choices=["train", "val"], default="train")
+    p.add_argument("--segmenter", default="auto", help="classical | sam | grounded-sam | auto (default)")
+    p.add_argument("--inpainter", default="auto", help="telea | ns | lama | sd | auto (default)")
+    p.add_argument("--scorer", default=None, help="candidate scorer when a segmenter proposes several masks")
+    p.add_argument("--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available for models)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1, help="CPU worker processes (local engine)")
+    p.add_argument("--shard", default="0/1", help="process slice I of N (0-based), e.g. 3/8")
+    p.add_argument("--no-resume", action="store_true", help="redo items already in the cache")
+    p.add_argument("--max-image-pixels", type=int, default=89_478_485, help="refuse larger images (bomb guard)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address (engine ray)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (engine ray)")
+    p.add_argument("--concurrency", type=int, default=2, help="Ray actors (engine ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from forcomp.build.config import BuildConfig, parse_shard
+    from forcomp.build.pipeline import build_cache
+
+    config = BuildConfig(
+        split=args.split,
+        segmenter=args.segmenter,
+        inpainter=args.inpainter,
+        scorer=args.scorer,
+        weights_dir=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        shard=parse_shard(args.shard),
+        resume=not args.no_resume,
+        max_image_pixels=args.max_image_pixels,
+        engine=args.engine,
+        ray_address=args.address,
+        ray_num_gpus_per_worker=args.num_gpus_per_worker,
+        ray_concurrency=args.concurrency,
+    )
+    from forcomp.build.inpainters import INPAINTERS
+    from forcomp.build.segmenters import SEGMENTERS
+
+    wdir = config.weights_path()
+    seg, inp = SEGMENTERS.resolve(config.segmenter, wdir).name, INPAINTERS.resolve(config.inpainter, wdir).name
+    print(f"forcomp build: segmenter={seg}{' (auto)' if config.segmenter == 'auto' else ''} "
+          f"inpainter={inp}{' (auto)' if config.inpainter == 'auto' else ''} weights={wdir}", file=sys.stderr)
+    summary = build_cache(args.source, args.cache, config, progress=not args.quiet)
+    print(summary.format())
+    return summary.exit_code
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="items per split and class, failures, what produced the cache")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from forcomp.cache.info import cache_info, format_info
+
+    if not args.cache.is_dir():
+        raise _Unusable(f"cache {args.cache} does not exist")
+    info = cache_info(args.cache)
+    print(json.dumps(info, indent=1, ensure_ascii=False) if args.json else format_info(info))
+    return EXIT_OK
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every file and invariant; exit 1 listing each problem")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--split", choices=["train", "val"], action="append", help="only these splits")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from forcomp.cache.verify import verify_cache
+
+    problems = verify_cache(args.cache, args.split)
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s) found" if problems else "cache OK")
+    return EXIT_PARTIAL if problems else EXIT_OK
+
+
+def _add_preview(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preview", help="PNG grid: source / foreground / background / recombinations")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--out", type=Path, default=Path("preview.png"))
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--rows", type=int, default=5)
+    p.add_argument("--recombinations", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_preview)
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from forcomp.preview import render_preview
+
+    path = render_preview(args.cache, args.out, split=args.split, rows=args.rows, recombinations=args.recombinations, seed=args.seed)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build a cache from scikit-image's sample photos and write a preview")
+    p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from forcomp.demo import run_demo
+
+    res = run_demo(args.out, progress=not args.quiet)
+    print(res["summary"].format())  # type: ignore[union-attr]
+    print(f"cache:   {res['cache']}\npreview: {res['preview']}")
+    return EXIT_OK
+
+
+def _add_backends(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backends", help="list segmenters/inpainters and whether their weights are present")
+    p.add_argument("--weights", default=None)
+    p.set_defaults(func=_cmd_backends)
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from forcomp.build.inpainters import INPAINTERS
+    from forcomp.build.segmenters import SEGMENTERS
+    from forcomp.weights import resolve_weights_dir
+
+    wdir = resolve_weights_dir(args.weights)
+    print(f"weights directory: {wdir}")
+    for reg in (SEGMENTERS, INPAINTERS):
+        auto = reg.resolve("auto", wdir).name
+        print(f"{reg.stage}s (auto -> {auto}):")
+        for name, spec in sorted(reg.specs().items()):
+            ready = spec.available_weights(wdir) is not None
+            print(f"  {name:14s} {'ready  ' if ready else 'no weights'}  {spec.description}")
+    return EXIT_OK
+
+
+class _Unusable(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forcomp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"forcomp {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+        _add_build, _add_info, _add_verify, _add_preview, _add_demo, _add_backends,
+    ]
+    try:
+        from forcomp.metrics.cli import add_commands as _add_metrics
+    except ImportError:  # metrics not installed in this build
+        pass
+    else:
+        adders.append(_add_metrics)
+    for add in adders:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version exit 0, bad arguments exit 2
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from forcomp.errors import ForcompError
+
+    try:
+        return int(args.func(args))
+    except (_Unusable, ForcompError, ValueError, ImportError, FileNotFoundError, PermissionError) as e:
+        print(f"forcomp {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,65 @@
+"""``verify`` finds every kind of damage; ``info`` reports what the cache holds."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from forcomp.cache.info import cache_info, format_info
+from forcomp.cache.layout import CacheLayout
+from forcomp.cache.verify import verify_cache
+
+
+@pytest.fixture
+def cache_copy(built_cache, tmp_path):
+    _, cache = built_cache
+    dst = tmp_path / "cache"
+    shutil.copytree(cache, dst)
+    return dst
+
+
+def test_sound_cache_verifies(built_cache):
+    assert verify_cache(built_cache[1]) == []
+
+
+def test_truncated_foreground(cache_copy):
+    fg = CacheLayout(cache_copy, "val").fg_path("n00000002", "img1")
+    fg.write_bytes(fg.read_bytes()[:40])
+    problems = verify_cache(cache_copy)
+    assert len(problems) == 1 and "img1.WEBP" in problems[0].path and "decode" in problems[0].message
+
+
+def test_missing_background(cache_copy):
+    CacheLayout(cache_copy, "val").bg_path("n00000003", "img2").unlink()
+    problems = verify_cache(cache_copy)
+    assert [p.message for p in problems] == ["missing background file"]
+
+
+def test_wrong_size_and_orphan_and_ratio(cache_copy):
+    from PIL import Image
+
+    layout = CacheLayout(cache_copy, "val")
+    Image.new("RGB", (10, 10)).save(layout.bg_path("n00000001", "img0"), "JPEG")
+    shutil.copy(layout.fg_path("n00000001", "img1"), layout.fg_dir / "n00000001" / "stray.WEBP")
+    txt = layout.ratios_path.read_text().replace('"n00000002/img0.JPEG": 0.', '"n00000002/img0.JPEG": 0.9')
+    layout.ratios_path.write_text(txt)
+    msgs = "\n".join(str(p) for p in verify_cache(cache_copy))
+    assert "size 10x10 != source size" in msgs
+    assert "stray.WEBP: foreground file has no 'ok' index record" in msgs
+    assert "n00000002/img0.JPEG: ratio" in msgs
+
+
+def test_stale_temp_file_reported(cache_copy):
+    (cache_copy / ".tmp").mkdir(exist_ok=True)
+    (cache_copy / ".tmp" / "x.WEBP.forcomp-tmp.host.1.ab").write_bytes(b"half")
+    assert any("interrupted build" in p.message for p in verify_cache(cache_copy))
+
+
+def test_info_counts(built_cache):
+    info = cache_info(built_cache[1])
+    val = info["splits"]["val"]
+    assert val["items"] == 9 and val["status"] == {"ok": 9}
+    assert set(val["classes"]) == {"n00000001", "n00000002", "n00000003"}
+    assert val["produced_by"] == ["classical[no weights] + telea[no weights]"]
+    assert "[val] 9 items: ok 9" in format_info(info)

@@ -1,0 +1,102 @@
+"""The command line, called in-process: exit codes and files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import make_imagefolder
+from forcomp.cli import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert "forcomp 0.1.0" in capsys.readouterr().out
+
+
+def test_build_info_verify_roundtrip(tmp_path, capsys):
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    cache = tmp_path / "cache"
+    assert main(["build", str(src), str(cache), "--split", "val", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "segmenter=classical (auto)" in out.err and "ok: 3" in out.out
+    assert main(["verify", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == "cache OK"
+    assert main(["info", str(cache), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["splits"]["val"]["status"] == {"ok": 3}
+
+
+def test_build_with_failed_file_exits_1(tmp_path, capsys):
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    (src / "n00000001" / "bad.jpg").write_bytes(b"garbage")
+    assert main(["build", str(src), str(tmp_path / "c"), "--quiet"]) == 1
+    assert "bad.jpg: not a recognised image file" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "c")]) == 0
+    assert "bad.jpg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "{tmp}/missing", "{tmp}/c"],
+        ["build", "{src}", "{tmp}/c", "--shard", "2/2"],
+        ["build", "{src}", "{tmp}/c", "--segmenter", "nope"],
+        ["build", "{src}", "{tmp}/c", "--segmenter", "sam", "--weights", "{tmp}/empty"],
+        ["build", "{src}", "{tmp}/c", "--inpainter", "lama", "--weights", "{tmp}/empty"],
+        ["build", "{src}", "{tmp}/c", "--split", "test"],
+        ["info", "{tmp}/missing"],
+    ],
+)
+def test_unusable_invocations_exit_2(tmp_path, argv, capsys):
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, src=src) for a in argv]
+    assert main(args) == 2
+    assert not (tmp_path / "c" / "train" / "foregrounds").exists(), "nothing written before failing"
+
+
+def test_missing_weights_message_names_expected_file(tmp_path, capsys):
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    (tmp_path / "w").mkdir()
+    assert main(["build", str(src), str(tmp_path / "c"), "--inpainter", "lama", "--weights", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "w" / "big-lama.pt") in err and "weights/README.md" in err
+
+
+def test_verify_broken_cache_exits_1(tmp_path, capsys):
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    cache = tmp_path / "cache"
+    assert main(["build", str(src), str(cache), "--quiet"]) == 0
+    next((cache / "train" / "backgrounds").rglob("*.JPEG")).unlink()
+    assert main(["verify", str(cache)]) == 1
+    assert "missing background file" in capsys.readouterr().out
+
+
+def test_auto_backend_selection(tmp_path, capsys, monkeypatch):
+    from forcomp.build.inpainters import INPAINTERS
+    from forcomp.build.segmenters import SEGMENTERS
+
+    w = tmp_path / "w"
+    w.mkdir()
+    assert SEGMENTERS.resolve("auto", w).name == "classical"
+    assert INPAINTERS.resolve("auto", w).name == "telea"
+    (w / "big-lama.pt").write_bytes(b"x")
+    (w / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert INPAINTERS.resolve("auto", w).name == "lama"
+    assert SEGMENTERS.resolve("auto", w).name == "sam"
+    (w / "grounding-dino-tiny").mkdir()
+    (w / "grounding-dino-tiny" / "config.json").write_text("{}")
+    assert SEGMENTERS.resolve("auto", w).name == "grounded-sam"
+    # $FORCOMP_WEIGHTS is used when --weights is not given, and `backends` says what auto picks
+    monkeypatch.setenv("FORCOMP_WEIGHTS", str(w))
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "segmenters (auto -> grounded-sam)" in out and "inpainters (auto -> lama)" in out
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert main(["build"]) == 2
+    assert main(["frobnicate"]) == 2
