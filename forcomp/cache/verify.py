@@ -14,6 +14,7 @@ from PIL import Image
 from forcomp.cache.atomic import TMP_DIRNAME
 from forcomp.cache.index import read_index
 from forcomp.cache.layout import BG_EXT, FG_EXT, SPLITS, CacheLayout
+from forcomp.errors import UnsafePathError
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
         ratios = None
         problems.append(Problem(str(layout.ratios_path), f"unreadable JSON ({e})"))
 
+    for key, r in list(ok.items()):
+        try:
+            CacheLayout.ratio_key(r.cls, r.stem)
+        except UnsafePathError as e:
+            problems.append(Problem(key, f"index record rejected: {e}"))
+            del ok[key]
     ids_expected = {f"{r.cls}/{r.stem}" for r in ok.values()} if index else fg_on_disk
     for ident in sorted(fg_on_disk - ids_expected):
         problems.append(Problem(str(layout.fg_dir / (ident + FG_EXT)), "foreground file has no 'ok' index record"))

@@ -199,3 +199,24 @@ def test_index_survives_a_broken_last_line(built_cache, tmp_path):
     assert len(read_index(CacheLayout(copy, "val"))) == 9
     assert verify_cache(copy) == []
     os.remove(part)
+
+
+def test_odd_class_names_and_formats_build(tmp_path):
+    """Spaces and non-ASCII in class names; grayscale, CMYK, palette+transparency, 16-bit, TIFF."""
+    src = tmp_path / "src"
+    scene = synthetic_scene("n00000001", 0, (120, 90))
+    d1, d2 = src / "ç lass 猫", src / "plain"
+    d1.mkdir(parents=True)
+    d2.mkdir(parents=True)
+    base = Image.fromarray(scene)
+    base.save(d1 / "rgb.jpg", quality=95)
+    base.convert("CMYK").save(d1 / "cmyk.jpg", quality=95)
+    base.convert("L").save(d2 / "gray.png")
+    pal = base.convert("P", palette=Image.ADAPTIVE, colors=32)
+    pal.save(d2 / "pal.png", transparency=0)
+    base.save(d2 / "img.TIFF")
+    Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)).save(d2 / "g16.png")
+    s = build_cache(src, tmp_path / "cache", BuildConfig(split="train"))
+    assert s.errors == [] and s.ok + s.no_object == 6 and s.ok >= 4, s.format()
+    assert (tmp_path / "cache" / "train" / "foregrounds" / "ç lass 猫" / "rgb.WEBP").exists()
+    assert verify_cache(tmp_path / "cache") == []

@@ -63,3 +63,31 @@ def test_info_counts(built_cache):
     assert set(val["classes"]) == {"n00000001", "n00000002", "n00000003"}
     assert val["produced_by"] == ["classical[no weights] + telea[no weights]"]
     assert "[val] 9 items: ok 9" in format_info(info)
+
+
+def test_index_entry_cannot_point_outside_the_cache(cache_copy, tmp_path):
+    from forcomp.cache.index import IndexRecord, IndexWriter
+
+    outside = tmp_path / "outside.WEBP"
+    outside.write_bytes(b"precious")
+    with IndexWriter(CacheLayout(cache_copy, "val"), "evil") as w:
+        w.append([IndexRecord(key="../../outside.JPEG", cls="..", stem="../outside", label=0, source="x", status="ok", ratio=0.5)])
+    problems = verify_cache(cache_copy)
+    assert any("index record rejected" in p.message for p in problems)
+    assert outside.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\b", "", "x\x00y", "/abs", "C:evil"])
+def test_safe_component_rejects_escapes(name):
+    from forcomp.cache.layout import safe_component
+    from forcomp.errors import UnsafePathError
+
+    with pytest.raises(UnsafePathError):
+        safe_component(name)
+
+
+@pytest.mark.parametrize("name", ["n01440764", "café au lait", "猫", "a.b", "with space"])
+def test_safe_component_allows_data_names(name):
+    from forcomp.cache.layout import safe_component
+
+    assert safe_component(name) == name
