@@ -139,8 +139,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from forcomp.demo import run_demo
 
     res = run_demo(args.out, progress=not args.quiet)
-    print(res["summary"].format())  # type: ignore[union-attr]
-    print(f"cache:   {res['cache']}\npreview: {res['preview']}")
+    print(res.summary.format())
+    print(f"cache:   {res.cache}\npreview: {res.preview}")
     return EXIT_OK
 
 
