@@ -60,7 +60,16 @@ def run(images: int, repeats: int, workers: int) -> dict:
                 rates.append(s.processed / s.elapsed_s)
                 shutil.rmtree(cache)
             med = statistics.median(rates)
-            rows.append({"workers": w, "img_per_s": med, "img_per_s_per_core": med / w, "runs": rates, "ok": s.ok, "no_object": s.no_object})
+            rows.append(
+                {
+                    "workers": w,
+                    "img_per_s": med,
+                    "img_per_s_per_core": med / w,
+                    "runs": rates,
+                    "ok": s.ok,
+                    "no_object": s.no_object,
+                }
+            )
         return {
             "benchmark": "offline build, classical segmenter + telea inpainter",
             "image_size": [500, 375],

@@ -24,13 +24,13 @@ _LAZY = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from forcomp.build.config import BuildConfig
-    from forcomp.build.pipeline import build_cache
-    from forcomp.cache.verify import verify_cache
-    from forcomp.metrics.bias import evaluate
-    from forcomp.recombine.dataset import ForComp
-    from forcomp.recombine.params import RecombineConfig
-    from forcomp.recombine.transform import Recombine
+    from forcomp.build.config import BuildConfig  # noqa: F401
+    from forcomp.build.pipeline import build_cache  # noqa: F401
+    from forcomp.cache.verify import verify_cache  # noqa: F401
+    from forcomp.metrics.bias import evaluate  # noqa: F401
+    from forcomp.recombine.dataset import ForComp  # noqa: F401
+    from forcomp.recombine.params import RecombineConfig  # noqa: F401
+    from forcomp.recombine.transform import Recombine  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -27,13 +27,19 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter", default="auto", help="classical | sam | grounded-sam | auto (default)")
     p.add_argument("--inpainter", default="auto", help="telea | ns | lama | sd | auto (default)")
     p.add_argument("--scorer", default=None, help="candidate scorer when a segmenter proposes several masks")
-    p.add_argument("--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available for models)")
+    p.add_argument(
+        "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available for models)"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=1, help="CPU worker processes (local engine)")
     p.add_argument("--shard", default="0/1", help="process slice I of N (0-based), e.g. 3/8")
     p.add_argument("--no-resume", action="store_true", help="redo items already in the cache")
-    p.add_argument("--max-image-pixels", type=int, default=89_478_485, help="refuse larger images (bomb guard)")
+    p.add_argument(
+        "--max-image-pixels", type=int, default=89_478_485, help="refuse larger images (bomb guard)"
+    )
     p.add_argument("--engine", choices=["local", "ray"], default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (engine ray)")
     p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (engine ray)")
@@ -67,9 +73,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from forcomp.build.segmenters import SEGMENTERS
 
     wdir = config.weights_path()
-    seg, inp = SEGMENTERS.resolve(config.segmenter, wdir).name, INPAINTERS.resolve(config.inpainter, wdir).name
-    print(f"forcomp build: segmenter={seg}{' (auto)' if config.segmenter == 'auto' else ''} "
-          f"inpainter={inp}{' (auto)' if config.inpainter == 'auto' else ''} weights={wdir}", file=sys.stderr)
+    seg, inp = (
+        SEGMENTERS.resolve(config.segmenter, wdir).name,
+        INPAINTERS.resolve(config.inpainter, wdir).name,
+    )
+    print(
+        f"forcomp build: segmenter={seg}{' (auto)' if config.segmenter == 'auto' else ''} "
+        f"inpainter={inp}{' (auto)' if config.inpainter == 'auto' else ''} weights={wdir}",
+        file=sys.stderr,
+    )
     summary = build_cache(args.source, args.cache, config, progress=not args.quiet)
     print(summary.format())
     return summary.exit_code
@@ -123,7 +135,14 @@ def _add_preview(sub: argparse._SubParsersAction) -> None:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from forcomp.preview import render_preview
 
-    path = render_preview(args.cache, args.out, split=args.split, rows=args.rows, recombinations=args.recombinations, seed=args.seed)
+    path = render_preview(
+        args.cache,
+        args.out,
+        split=args.split,
+        rows=args.rows,
+        recombinations=args.recombinations,
+        seed=args.seed,
+    )
     print(f"wrote {path}")
     return EXIT_OK
 
@@ -176,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_build, _add_info, _add_verify, _add_preview, _add_demo, _add_backends,
+        _add_build,
+        _add_info,
+        _add_verify,
+        _add_preview,
+        _add_demo,
+        _add_backends,
     ]
     try:
         from forcomp.metrics.cli import add_commands as _add_metrics

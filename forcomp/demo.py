@@ -82,7 +82,9 @@ def run_demo(out: str | os.PathLike[str], *, progress: bool = True, seed: int = 
     out = Path(out)
     source = make_sample_imagefolder(out / "source")
     cache = out / "cache"
-    summary = build_cache(source, cache, BuildConfig(split="val", segmenter="classical", inpainter="telea"), progress=progress)
+    summary = build_cache(
+        source, cache, BuildConfig(split="val", segmenter="classical", inpainter="telea"), progress=progress
+    )
     log.info("%s", summary.format())
     preview = render_preview(cache, out / "preview.png", split="val", seed=seed)
     return DemoResult(source=source, cache=cache, preview=preview, summary=summary)

@@ -18,7 +18,9 @@ def synthetic_scene(cls: str, i: int, size: tuple[int, int] = (96, 72)) -> np.nd
     w, h = size
     rng = np.random.default_rng(1000 * int(cls[1:]) + i)
     yy, xx = np.mgrid[0:h, 0:w]
-    bg = np.stack([110 + 20 * np.sin(xx / 7.0 + i), 100 + 15 * np.cos(yy / 5.0), 90 + 10 * np.sin((xx + yy) / 9.0)], -1)
+    bg = np.stack(
+        [110 + 20 * np.sin(xx / 7.0 + i), 100 + 15 * np.cos(yy / 5.0), 90 + 10 * np.sin((xx + yy) / 9.0)], -1
+    )
     bg += rng.normal(0, 4, bg.shape)
     cx = w / 2 + rng.uniform(-0.1, 0.1) * w
     cy = h / 2 + rng.uniform(-0.1, 0.1) * h

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
-
 from conftest import make_imagefolder
+
 from forcomp.cli import main
 
 
@@ -61,7 +60,12 @@ def test_unusable_invocations_exit_2(tmp_path, argv, capsys):
 def test_missing_weights_message_names_expected_file(tmp_path, capsys):
     src = make_imagefolder(tmp_path / "src", per_class=1)
     (tmp_path / "w").mkdir()
-    assert main(["build", str(src), str(tmp_path / "c"), "--inpainter", "lama", "--weights", str(tmp_path / "w")]) == 2
+    assert (
+        main(
+            ["build", str(src), str(tmp_path / "c"), "--inpainter", "lama", "--weights", str(tmp_path / "w")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert str(tmp_path / "w" / "big-lama.pt") in err and "weights/README.md" in err
 

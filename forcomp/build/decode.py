@@ -81,14 +81,22 @@ def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_4
         raise ImageDecodeError(f"{path}: not a recognised image file") from e
     except PermissionError as e:
         raise ImageDecodeError(f"{path}: permission denied") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
         raise ImageDecodeError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
     arr = np.asarray(rgb, dtype=np.uint8)
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
-        raise ImageDecodeError(f"{path}: {w}x{h} is too small to segment (need both sides >= {MIN_SIDE_PX} px)")
+        raise ImageDecodeError(
+            f"{path}: {w}x{h} is too small to segment (need both sides >= {MIN_SIDE_PX} px)"
+        )
     if max(h, w) / min(h, w) > MAX_ASPECT:
         raise ImageDecodeError(f"{path}: {w}x{h} is too elongated to segment (aspect ratio > {MAX_ASPECT:g})")
     return np.ascontiguousarray(arr)

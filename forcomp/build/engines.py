@@ -25,7 +25,10 @@ def check_weights(config: BuildConfig) -> dict[str, str]:
 
     wdir = config.weights_path()
     names = {}
-    for stage, reg, name in (("segmenter", SEGMENTERS, config.segmenter), ("inpainter", INPAINTERS, config.inpainter)):
+    for stage, reg, name in (
+        ("segmenter", SEGMENTERS, config.segmenter),
+        ("inpainter", INPAINTERS, config.inpainter),
+    ):
         spec = reg.resolve(name, wdir)
         if spec.available_weights(wdir) is None:
             want = " or ".join("+".join(str(wdir / p) for p in alt) for alt in spec.weights)
@@ -62,7 +65,9 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
 
 
-def _results(todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, names: dict[str, str]) -> Iterator[list[IndexRecord]]:
+def _results(
+    todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, names: dict[str, str]
+) -> Iterator[list[IndexRecord]]:
     batches = list(batched(todo, config.batch_size))
     if config.workers <= 1 or len(batches) <= 1:
         backends = Backends.from_config(config)
@@ -78,7 +83,12 @@ def _results(todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, nam
 
 
 def run_local(
-    todo: Sequence[Item], layout: CacheLayout, config: BuildConfig, summary: BuildSummary, *, progress: bool = False
+    todo: Sequence[Item],
+    layout: CacheLayout,
+    config: BuildConfig,
+    summary: BuildSummary,
+    *,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Process ``todo`` and append each record to this process's index file as soon as it is done."""
     if not todo:

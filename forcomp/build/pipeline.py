@@ -25,7 +25,7 @@ from forcomp.build.masks import feathered_blend, hole_mask
 from forcomp.build.segmenters.base import MaskCandidate
 from forcomp.build.sources import Item, list_items, select_shard
 from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, remove_stale_tmp
-from forcomp.cache.index import FINISHED, IndexRecord, IndexWriter, read_index
+from forcomp.cache.index import FINISHED, IndexRecord, read_index
 from forcomp.cache.layout import CacheLayout
 from forcomp.cache.writer import CacheWriter, encode_background, encode_foreground
 from forcomp.errors import ForcompError, ImageDecodeError
@@ -47,13 +47,19 @@ class Backends:
         from forcomp.build.segmenters import SEGMENTERS
 
         wdir = config.weights_path()
-        seg = SEGMENTERS.build(config.segmenter, weights_dir=wdir, device=config.device, **config.segmenter_options)
-        inp = INPAINTERS.build(config.inpainter, weights_dir=wdir, device=config.device, **config.inpainter_options)
+        seg = SEGMENTERS.build(
+            config.segmenter, weights_dir=wdir, device=config.device, **config.segmenter_options
+        )
+        inp = INPAINTERS.build(
+            config.inpainter, weights_dir=wdir, device=config.device, **config.inpainter_options
+        )
         scorer = None
         if config.scorer:
             from forcomp.build.scoring import build_scorer
 
-            scorer = build_scorer(config.scorer, weights_dir=wdir, device=config.device, **config.scorer_options)
+            scorer = build_scorer(
+                config.scorer, weights_dir=wdir, device=config.device, **config.scorer_options
+            )
         return cls(seg, inp, scorer)
 
 
@@ -100,7 +106,13 @@ class BuildSummary:
 
 def _record(item: Item, status: str, **kw: Any) -> IndexRecord:
     return IndexRecord(
-        key=item.key, cls=item.cls, stem=item.stem, label=item.label, source=str(item.path), status=status, **kw  # type: ignore[arg-type]
+        key=item.key,
+        cls=item.cls,
+        stem=item.stem,
+        label=item.label,
+        source=str(item.path),
+        status=status,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -113,7 +125,9 @@ def _choose(
     return [max(c, key=lambda m: m.score) if c else None for c in cands]
 
 
-def process_batch(items: Sequence[Item], backends: Backends, config: BuildConfig, layout: CacheLayout) -> list[IndexRecord]:
+def process_batch(
+    items: Sequence[Item], backends: Backends, config: BuildConfig, layout: CacheLayout
+) -> list[IndexRecord]:
     """Run one batch end to end and write its files; one index record per item, never raises for an item."""
     records: dict[str, IndexRecord] = {}
     good: list[tuple[Item, np.ndarray]] = []
@@ -126,7 +140,12 @@ def process_batch(items: Sequence[Item], backends: Backends, config: BuildConfig
         except ImageDecodeError as e:
             records[it.key] = _record(it, "error", message=str(e))
     seg, inp = backends.segmenter, backends.inpainter
-    prov = dict(segmenter=seg.name, segmenter_weights=seg.weights_id, inpainter=inp.name, inpainter_weights=inp.weights_id)
+    prov = dict(
+        segmenter=seg.name,
+        segmenter_weights=seg.weights_id,
+        inpainter=inp.name,
+        inpainter_weights=inp.weights_id,
+    )
     if good:
         g_items = [g[0] for g in good]
         g_imgs = [g[1] for g in good]
@@ -139,11 +158,13 @@ def process_batch(items: Sequence[Item], backends: Backends, config: BuildConfig
                 records[it.key] = _record(it, "error", message=f"segmenter {seg.name} failed: {e}", **prov)
             chosen = []
         todo: list[tuple[Item, np.ndarray, MaskCandidate]] = []
-        for it, img, cand in zip(g_items, g_imgs, chosen):
+        for it, img, cand in zip(g_items, g_imgs, chosen, strict=False):
             h, w = img.shape[:2]
             size = (w, h)
             if cand is None:
-                records[it.key] = _record(it, "no_object", source_size=size, message="no object found", **prov)
+                records[it.key] = _record(
+                    it, "no_object", source_size=size, message="no object found", **prov
+                )
                 continue
             ratio = float(cand.mask.sum()) / (h * w)
             if not config.min_area_ratio <= ratio <= config.max_area_ratio:
@@ -161,16 +182,22 @@ def process_batch(items: Sequence[Item], backends: Backends, config: BuildConfig
             except Exception as e:
                 log.exception("inpainter failed on a batch")
                 for it, _, _ in todo:
-                    records[it.key] = _record(it, "error", message=f"inpainter {inp.name} failed: {e}", **prov)
+                    records[it.key] = _record(
+                        it, "error", message=f"inpainter {inp.name} failed: {e}", **prov
+                    )
                 todo = []
                 filled = []
             writer = CacheWriter(layout)
-            for (it, img, cand), fill in zip(todo, filled):
+            for (it, img, cand), fill in zip(todo, filled, strict=True):
                 h, w = img.shape[:2]
                 try:
-                    bg = feathered_blend(img, fill, cand.mask, dilate_px=config.dilate_px, feather_px=config.feather_px)
+                    bg = feathered_blend(
+                        img, fill, cand.mask, dilate_px=config.dilate_px, feather_px=config.feather_px
+                    )
                     fg_bytes, bbox = encode_foreground(img, cand.mask, quality=config.webp_quality)
-                    writer.write_item(it.cls, it.stem, fg_bytes, encode_background(bg, quality=config.jpeg_quality))
+                    writer.write_item(
+                        it.cls, it.stem, fg_bytes, encode_background(bg, quality=config.jpeg_quality)
+                    )
                 except OSError as e:
                     records[it.key] = _record(it, "error", message=f"cannot write cache files: {e}", **prov)
                     continue
@@ -200,7 +227,9 @@ def write_ratios(layout: CacheLayout) -> dict[str, float]:
     return ratios
 
 
-def _write_provenance(layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any]) -> None:
+def _write_provenance(
+    layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any]
+) -> None:
     from forcomp import __version__
 
     prov = {
@@ -212,7 +241,9 @@ def _write_provenance(layout: CacheLayout, config: BuildConfig, source: Path, ba
         "started": time.time(),
     }
     name = f"build-{config.shard_tag}.{socket.gethostname()}.{os.getpid()}.json"
-    atomic_write_bytes(layout.index_dir / name, json.dumps(prov, indent=1).encode(), tmp_dir=layout.root / TMP_DIRNAME)
+    atomic_write_bytes(
+        layout.index_dir / name, json.dumps(prov, indent=1).encode(), tmp_dir=layout.root / TMP_DIRNAME
+    )
 
 
 def plan(source: Path, cache: Path, config: BuildConfig) -> tuple[CacheLayout, list[Item], list[Item]]:

@@ -40,7 +40,9 @@ def find_classes(source: Path) -> list[str]:
         raise ForcompError(f"cannot list source {source}: {e.strerror or e}") from e
     classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ForcompError(f"source {source} has no class sub-folders (expected SOURCE/<class>/<image> files)")
+        raise ForcompError(
+            f"source {source} has no class sub-folders (expected SOURCE/<class>/<image> files)"
+        )
     return classes
 
 

@@ -41,10 +41,20 @@ def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
                 if r.status != "ok"
             ],
             "produced_by": sorted(
-                {f"{r.segmenter}[{r.segmenter_weights or 'no weights'}] + {r.inpainter}[{r.inpainter_weights or 'no weights'}]"
-                 for r in index.values() if r.segmenter}
+                {
+                    f"{r.segmenter}[{r.segmenter_weights or 'no weights'}] + {r.inpainter}[{r.inpainter_weights or 'no weights'}]"
+                    for r in index.values()
+                    if r.segmenter
+                }
             ),
-            "builds": [{"forcomp_version": b.get("forcomp_version"), "source": b.get("source"), "config": b.get("config")} for b in builds],
+            "builds": [
+                {
+                    "forcomp_version": b.get("forcomp_version"),
+                    "source": b.get("source"),
+                    "config": b.get("config"),
+                }
+                for b in builds
+            ],
         }
     return out
 
@@ -65,7 +75,9 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  produced by: {p}")
         for b in s["builds"]:
             cfg = b.get("config") or {}
-            lines.append(f"  build: forcomp {b.get('forcomp_version')} from {b.get('source')} shard {cfg.get('shard')}")
+            lines.append(
+                f"  build: forcomp {b.get('forcomp_version')} from {b.get('source')} shard {cfg.get('shard')}"
+            )
         if s["failures"]:
             lines.append("  failures:")
             lines += [f"    {f['status']}: {f['source']}: {f['message']}" for f in s["failures"]]

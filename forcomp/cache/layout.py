@@ -83,10 +83,18 @@ class CacheLayout:
         return self.root / f"backgrounds_{self.split}.zip"
 
     def fg_path(self, cls: str, stem: str) -> Path:
-        return self.fg_dir / safe_component(cls, what="class name") / (safe_component(stem, what="stem") + FG_EXT)
+        return (
+            self.fg_dir
+            / safe_component(cls, what="class name")
+            / (safe_component(stem, what="stem") + FG_EXT)
+        )
 
     def bg_path(self, cls: str, stem: str) -> Path:
-        return self.bg_dir / safe_component(cls, what="class name") / (safe_component(stem, what="stem") + BG_EXT)
+        return (
+            self.bg_dir
+            / safe_component(cls, what="class name")
+            / (safe_component(stem, what="stem") + BG_EXT)
+        )
 
     @staticmethod
     def ratio_key(cls: str, stem: str) -> str:

@@ -41,7 +41,13 @@ def splits_present(cache: Path) -> list[str]:
 def _files(d: Path, ext: str) -> set[str]:
     if not d.is_dir():
         return set()
-    return {f"{c.name}/{f.name[: -len(ext)]}" for c in d.iterdir() if c.is_dir() for f in c.iterdir() if f.name.endswith(ext)}
+    return {
+        f"{c.name}/{f.name[: -len(ext)]}"
+        for c in d.iterdir()
+        if c.is_dir()
+        for f in c.iterdir()
+        if f.name.endswith(ext)
+    }
 
 
 def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Problem]:
@@ -70,9 +76,13 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
             del ok[key]
     ids_expected = {f"{r.cls}/{r.stem}" for r in ok.values()} if index else fg_on_disk
     for ident in sorted(fg_on_disk - ids_expected):
-        problems.append(Problem(str(layout.fg_dir / (ident + FG_EXT)), "foreground file has no 'ok' index record"))
+        problems.append(
+            Problem(str(layout.fg_dir / (ident + FG_EXT)), "foreground file has no 'ok' index record")
+        )
     for ident in sorted(bg_on_disk - ids_expected - (fg_on_disk if not index else set())):
-        problems.append(Problem(str(layout.bg_dir / (ident + BG_EXT)), "background file has no 'ok' index record"))
+        problems.append(
+            Problem(str(layout.bg_dir / (ident + BG_EXT)), "background file has no 'ok' index record")
+        )
 
     for ident in sorted(ids_expected):
         cls, stem = ident.split("/", 1)
@@ -100,26 +110,40 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
             if not alpha.any():
                 problems.append(Problem(str(fg_p), "alpha is empty"))
             elif not (alpha[0].any() and alpha[-1].any() and alpha[:, 0].any() and alpha[:, -1].any()):
-                problems.append(Problem(str(fg_p), "not cropped tightly to the mask (an alpha border row/column is empty)"))
+                problems.append(
+                    Problem(
+                        str(fg_p), "not cropped tightly to the mask (an alpha border row/column is empty)"
+                    )
+                )
         if rec is not None:
             if bg is not None and rec.source_size and (bg.shape[1], bg.shape[0]) != tuple(rec.source_size):
-                problems.append(Problem(str(bg_p), f"size {bg.shape[1]}x{bg.shape[0]} != source size {rec.source_size}"))
+                problems.append(
+                    Problem(str(bg_p), f"size {bg.shape[1]}x{bg.shape[0]} != source size {rec.source_size}")
+                )
             if fg is not None and rec.bbox:
                 x0, y0, x1, y1 = rec.bbox
                 if (fg.shape[1], fg.shape[0]) != (x1 - x0, y1 - y0):
-                    problems.append(Problem(str(fg_p), f"size {fg.shape[1]}x{fg.shape[0]} != mask bbox {rec.bbox}"))
+                    problems.append(
+                        Problem(str(fg_p), f"size {fg.shape[1]}x{fg.shape[0]} != mask bbox {rec.bbox}")
+                    )
             if fg is not None and rec.source_size and rec.ratio is not None:
                 w, h = rec.source_size
                 share = float((fg[..., 3] > 0).sum()) / (w * h)
                 if abs(share - rec.ratio) > max(ratio_tol, 1.0 / (w * h)):
-                    problems.append(Problem(str(fg_p), f"alpha covers {share:.6f} of the image, index says {rec.ratio:.6f}"))
+                    problems.append(
+                        Problem(
+                            str(fg_p), f"alpha covers {share:.6f} of the image, index says {rec.ratio:.6f}"
+                        )
+                    )
             if rec.ratio is None or not 0.0 < rec.ratio < 1.0:
                 problems.append(Problem(key, f"ratio {rec.ratio} not in (0, 1)"))
         if ratios is not None:
             if key not in ratios:
                 problems.append(Problem(str(layout.ratios_path), f"no ratio for {key}"))
             elif rec is not None and rec.ratio is not None and abs(float(ratios[key]) - rec.ratio) > 1e-9:
-                problems.append(Problem(str(layout.ratios_path), f"{key}: ratio {ratios[key]} != index {rec.ratio}"))
+                problems.append(
+                    Problem(str(layout.ratios_path), f"{key}: ratio {ratios[key]} != index {rec.ratio}")
+                )
     if ratios is not None:
         for key in sorted(set(ratios) - {CacheLayout.ratio_key(*i.split("/", 1)) for i in ids_expected}):
             problems.append(Problem(str(layout.ratios_path), f"{key} has a ratio but no item"))
@@ -133,12 +157,16 @@ def verify_cache(cache: str | os.PathLike[str], splits: Iterable[str] | None = N
         return [Problem(str(cache), "cache directory does not exist")]
     present = list(splits) if splits is not None else splits_present(cache)
     if not present:
-        return [Problem(str(cache), "no split found (expected train/ or val/ with foregrounds/ and backgrounds/)")]
+        return [
+            Problem(str(cache), "no split found (expected train/ or val/ with foregrounds/ and backgrounds/)")
+        ]
     problems: list[Problem] = []
     for split in present:
         problems += verify_split(CacheLayout(cache, split))
     tmp = cache / TMP_DIRNAME
     if tmp.is_dir():
         for p in sorted(tmp.iterdir()):
-            problems.append(Problem(str(p), "temporary file left by an interrupted build (rerun forcomp build)"))
+            problems.append(
+                Problem(str(p), "temporary file left by an interrupted build (rerun forcomp build)")
+            )
     return problems

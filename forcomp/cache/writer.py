@@ -19,7 +19,9 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def encode_foreground(image: np.ndarray, mask: np.ndarray, *, quality: int = 95) -> tuple[bytes, tuple[int, int, int, int]]:
+def encode_foreground(
+    image: np.ndarray, mask: np.ndarray, *, quality: int = 95
+) -> tuple[bytes, tuple[int, int, int, int]]:
     """RGBA WEBP of the object cropped tightly to its mask; alpha = mask (255 in, 0 out).
 
     The alpha plane is stored losslessly (``alpha_quality=100``), so ``alpha > 0`` reproduces the

@@ -72,7 +72,9 @@ def test_bad_bytes(tmp_path, content, match):
 
 def test_truncated_jpeg(tmp_path):
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(
+        buf, "JPEG"
+    )
     p = tmp_path / "trunc.jpg"
     p.write_bytes(buf.getvalue()[:2000])
     with pytest.raises(ImageDecodeError, match="trunc.jpg"):
@@ -83,7 +85,11 @@ def _png_header_only(w: int, h: int) -> bytes:
     def chunk(t: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_refused_from_header(tmp_path):
@@ -140,4 +146,8 @@ def test_permission_error_names_file(tmp_path, monkeypatch):
 
 def test_is_image_file():
     assert is_image_file(Path("a.JPG")) and is_image_file(Path("b.TiFf")) and is_image_file(Path("c.webp"))
-    assert not is_image_file(Path(".a.jpg")) and not is_image_file(Path("a.txt")) and not is_image_file(Path("a"))
+    assert (
+        not is_image_file(Path(".a.jpg"))
+        and not is_image_file(Path("a.txt"))
+        and not is_image_file(Path("a"))
+    )

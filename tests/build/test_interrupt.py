@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_imagefolder
+
 from forcomp.build.config import BuildConfig
 from forcomp.build.pipeline import build_cache
 from forcomp.cache.index import read_index
@@ -22,13 +22,26 @@ pytestmark = pytest.mark.slow
 
 
 def _snapshot(cache: Path) -> dict[str, bytes]:
-    out = {str(p.relative_to(cache)): p.read_bytes() for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")}
+    out = {
+        str(p.relative_to(cache)): p.read_bytes() for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")
+    }
     out["ratios"] = (cache / "fg_bg_ratios_train.json").read_bytes()
     return out
 
 
 def _build_cmd(source: Path, cache: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "forcomp", "build", str(source), str(cache), "--quiet", "--batch-size", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "forcomp",
+        "build",
+        str(source),
+        str(cache),
+        "--quiet",
+        "--batch-size",
+        "1",
+        *extra,
+    ]
 
 
 def _index_lines(cache: Path) -> int:
@@ -51,7 +64,9 @@ def test_sigkill_at_several_points_then_resume(corpus, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # kill before any output, then after 2, 5 and 6 more finished items (mid-build, mid-write likely)
     for kill_after in (0, 2, 5, 6):
-        proc = subprocess.Popen(_build_cmd(source, cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _build_cmd(source, cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         start_lines = _index_lines(cache)
         while time.monotonic() < deadline and proc.poll() is None:
@@ -75,7 +90,9 @@ def test_two_processes_on_one_cache(corpus, tmp_path):
     source, clean = corpus
     cache = tmp_path / "cache"
     procs = [
-        subprocess.Popen(_build_cmd(source, cache, "--shard", s), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            _build_cmd(source, cache, "--shard", s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for s in ("0/2", "1/2")
     ] + [subprocess.Popen(_build_cmd(source, cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
     for p in procs:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_imagefolder, synthetic_scene
 from PIL import Image
 
-from conftest import make_imagefolder, synthetic_scene
 from forcomp.build.config import BuildConfig
 from forcomp.build.pipeline import build_cache
 from forcomp.cache.index import read_index
@@ -93,10 +93,14 @@ def test_resume_writes_no_image_file(tmp_path):
     cache = tmp_path / "cache"
     s1 = build_cache(source, cache, BuildConfig(split="train"))
     assert s1.ok == 6
-    before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")}
+    before = {
+        p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")
+    }
     s2 = build_cache(source, cache, BuildConfig(split="train"))
     assert s2.skipped == 6 and s2.processed == 0
-    after = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")}
+    after = {
+        p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in cache.rglob("*") if p.suffix in (".WEBP", ".JPEG")
+    }
     assert before == after
     # a new image is picked up by the rerun, and only it is processed
     Image.fromarray(synthetic_scene("n00000001", 7)).save(source / "n00000001" / "new.jpg")
@@ -215,7 +219,7 @@ def test_odd_class_names_and_formats_build(tmp_path):
     pal = base.convert("P", palette=Image.ADAPTIVE, colors=32)
     pal.save(d2 / "pal.png", transparency=0)
     base.save(d2 / "img.TIFF")
-    Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)).save(d2 / "g16.png")
+    Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257).save(d2 / "g16.png")
     s = build_cache(src, tmp_path / "cache", BuildConfig(split="train"))
     assert s.errors == [] and s.ok + s.no_object == 6 and s.ok >= 4, s.format()
     assert (tmp_path / "cache" / "train" / "foregrounds" / "ç lass 猫" / "rgb.WEBP").exists()

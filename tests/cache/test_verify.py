@@ -71,7 +71,19 @@ def test_index_entry_cannot_point_outside_the_cache(cache_copy, tmp_path):
     outside = tmp_path / "outside.WEBP"
     outside.write_bytes(b"precious")
     with IndexWriter(CacheLayout(cache_copy, "val"), "evil") as w:
-        w.append([IndexRecord(key="../../outside.JPEG", cls="..", stem="../outside", label=0, source="x", status="ok", ratio=0.5)])
+        w.append(
+            [
+                IndexRecord(
+                    key="../../outside.JPEG",
+                    cls="..",
+                    stem="../outside",
+                    label=0,
+                    source="x",
+                    status="ok",
+                    ratio=0.5,
+                )
+            ]
+        )
     problems = verify_cache(cache_copy)
     assert any("index record rejected" in p.message for p in problems)
     assert outside.read_bytes() == b"precious"
