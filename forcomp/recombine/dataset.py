@@ -1,0 +1,373 @@
+"""``ForComp``: a torchvision-style dataset of recombined images, and its fast batched loader.
+
+``ds[i]`` recombines foreground ``i`` (one sample, same kernel as the batch path). ``ds.loader(...)``
+is the fast path: DataLoader workers only read and decode uint8 parts; each batch is recombined on
+``device`` by :class:`~forcomp.recombine.transform.Recombine` in one batched operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from forcomp.cache.reader import CacheReader, Part
+from forcomp.errors import CacheFormatError
+from forcomp.recombine.params import RecombineConfig, derive_seed, sample_params
+from forcomp.recombine.transform import Parts, Recombine
+
+log = logging.getLogger(__name__)
+MAX_RETRIES = 10
+
+
+def _decode(data: bytes, mode: ImageReadMode) -> torch.Tensor:
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+
+
+def resize_cover(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(C, h, w)`` uint8 to cover ``size`` keeping the aspect ratio, then centre-crop."""
+    H, W = size
+    _, h, w = img.shape
+    s = max(H / h, W / w)
+    nh, nw = max(H, round(h * s)), max(W, round(w * s))
+    if (nh, nw) != (h, w):
+        img = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+        img = img.round().clamp(0, 255).to(torch.uint8)
+    y, x = (nh - H) // 2, (nw - W) // 2
+    return img[:, y : y + H, x : x + W].contiguous()
+
+
+def _shrink(img: torch.Tensor, max_side: int) -> torch.Tensor:
+    _, h, w = img.shape
+    if max(h, w) <= max_side:
+        return img
+    s = max_side / max(h, w)
+    out = F.interpolate(img[None].float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
+class ForComp(Dataset):
+    """Recombined foregrounds and backgrounds from a forcomp cache or a ForNet release.
+
+    Usable where torchvision's ``ImageFolder`` is: ``classes``, ``class_to_idx``, ``targets``;
+    labels are indices into the sorted class names. ``ds[i]`` returns ``(image, label)`` — image a
+    float32 ``(3, H, W)`` tensor in [0, 1] — or ``(image, label, mask)`` with ``return_masks=True``.
+
+    Args:
+        cache: cache root (``CACHE/<split>/foregrounds`` ... or the ForNet zips).
+        split: ``train`` or ``val``.
+        size: output canvas, an int or ``(h, w)``.
+        background, fg_scale_jitter, pruning_ratio, fg_size_mode, fg_bates_n, mask_smoothing_sigma,
+            rel_jut_out, nonant, size_factor, orig_img_prob, epochs: see :class:`RecombineConfig`.
+        orig_root: source ImageFolder for ``orig_img_prob`` when the cache has no forcomp index
+            (ForNet releases); forcomp caches know their source files.
+        fg_transform: applied to the RGBA foreground before pasting: a torchvision v2 transform
+            (gets a ``(4, h, w)`` uint8 tensor) or an albumentations ``Compose`` (gets HWC RGBA).
+        transform: applied to the recombined image (and mask, with ``return_masks``) in ``ds[i]``.
+        target_transform: applied to the label.
+        return_masks: also return the pasted object's ``(H, W)`` mask.
+        seed: same seed → same outputs (``ds[i]`` depends only on seed, epoch and i); None: random.
+
+    Example:
+        >>> ds = ForComp("cache", split="train", size=224, background="all", seed=0)  # doctest: +SKIP
+        >>> for images, labels in ds.loader(256, num_workers=8, device="cuda"): ...  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cache: str | os.PathLike[str],
+        split: str = "train",
+        size: int | tuple[int, int] = 224,
+        background: str = "all",
+        *,
+        fg_scale_jitter: float = 0.3,
+        pruning_ratio: float = 0.8,
+        fg_size_mode: str = "range",
+        fg_bates_n: int = 1,
+        mask_smoothing_sigma: float = 4.0,
+        rel_jut_out: float = 0.0,
+        nonant: int | None = None,
+        size_factor: float = 1.0,
+        orig_img_prob: float | str = 0.0,
+        epochs: int | None = None,
+        orig_root: str | os.PathLike[str] | None = None,
+        fg_transform: Callable[..., Any] | None = None,
+        transform: Callable[..., Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+        return_masks: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        self.config = RecombineConfig(
+            background=background,  # type: ignore[arg-type]
+            fg_scale_jitter=fg_scale_jitter,
+            pruning_ratio=pruning_ratio,
+            fg_size_mode=fg_size_mode,  # type: ignore[arg-type]
+            fg_bates_n=fg_bates_n,
+            mask_smoothing_sigma=mask_smoothing_sigma,
+            rel_jut_out=rel_jut_out,
+            nonant=nonant,
+            size_factor=size_factor,
+            orig_img_prob=orig_img_prob,
+            epochs=epochs,
+        )
+        if isinstance(size, int):
+            size = (size, size)
+        if len(size) != 2 or min(size) < 8:
+            raise ValueError(f"size must be an int or (h, w) with both >= 8, got {size!r}")
+        self.size = (int(size[0]), int(size[1]))
+        if seed is not None and not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.reader = CacheReader(cache, split)
+        self.split = split
+        self.classes = self.reader.classes
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.foregrounds: list[Part] = self.reader.foregrounds
+        self.keys = [p.key for p in self.foregrounds]
+        self.targets = [self.class_to_idx[p.cls] for p in self.foregrounds]
+        self.fg_transform, self.transform, self.target_transform = fg_transform, transform, target_transform
+        self.return_masks = return_masks
+        self.seed = seed
+        self.epoch = 0
+        self.decode_failures = 0
+        self.orig_root = Path(orig_root) if orig_root is not None else None
+        if self.config.orig_prob(0) > 0 or isinstance(orig_img_prob, str):
+            if not self.reader.sources and self.orig_root is None:
+                raise ValueError("orig_img_prob > 0 needs the source images: pass orig_root=SOURCE (a ForNet release has no index)")
+        self._build_pools()
+        self._recombine = Recombine(self.config, seed=seed if seed is not None else 0)
+        self._rng: torch.Generator | None = None
+
+    # ---- background pools (ForNet's pruning, with a fallback per class) ----
+    def _build_pools(self) -> None:
+        bgs = self.reader.backgrounds
+        ratios = self.reader.ratios
+        self.bg_index = {p.key: i for i, p in enumerate(bgs)}
+        keep = [i for i, p in enumerate(bgs) if ratios.get(p.key, 1.0) < self.config.pruning_ratio]
+        if self.config.background == "orig":
+            missing = [k for k in self.keys if k not in self.bg_index]
+            if missing:
+                raise CacheFormatError(f"background='orig' but {len(missing)} foreground(s) have no background, e.g. {missing[0]}")
+        if not bgs and self.config.background != "orig":
+            raise CacheFormatError(f"the {self.split} split has no backgrounds")
+        self.pool_all = keep or list(range(len(bgs)))
+        if not keep and bgs:
+            log.warning("pruning_ratio=%s removes every background; using all of them", self.config.pruning_ratio)
+        self.pool_class: dict[str, list[int]] = {}
+        for c in self.classes:
+            kept = [i for i in keep if bgs[i].cls == c]
+            if not kept:
+                kept = [i for i, p in enumerate(bgs) if p.cls == c]
+                if self.config.background == "same":
+                    if not kept:
+                        raise CacheFormatError(f"background='same' but class {c!r} has no background in the {self.split} split")
+                    log.warning("class %s: every background pruned (pruning_ratio=%s); using its unpruned ones", c, self.config.pruning_ratio)
+            self.pool_class[c] = kept
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (draws and the ``orig_img_prob`` schedule depend on it), as DistributedSampler."""
+        self.epoch = int(epoch)
+        self._recombine.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.foregrounds)
+
+    # ---- worker side: read + decode ----
+    def _item_generator(self, index: int) -> torch.Generator:
+        g = torch.Generator()
+        if self.seed is not None:
+            g.manual_seed(derive_seed(self.seed, self.epoch, index))
+            return g
+        if self._rng is None:  # per process: DataLoader gives each worker its own initial seed
+            self._rng = torch.Generator().manual_seed(derive_seed(torch.initial_seed(), os.getpid()))
+        g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._rng)))
+        return g
+
+    def _pick(self, pool: Sequence[int], g: torch.Generator) -> int:
+        return pool[int(torch.randint(len(pool), (1,), generator=g))]
+
+    def _load_fg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, Part]:
+        part = self.foregrounds[index]
+        same_class = [i for i, p in enumerate(self.foregrounds) if p.cls == part.cls]
+        for _ in range(MAX_RETRIES):
+            try:
+                fg = _decode(self.reader.fg_bytes(part), ImageReadMode.RGB_ALPHA)
+                return self._apply_fg_transform(_shrink(fg, 2 * max(self.size))), part
+            except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
+                self.decode_failures += 1
+                log.warning("cannot decode %s (%s); using another item of class %s", self.reader.fg_name(part), e, part.cls)
+                part = self.foregrounds[self._pick(same_class, g)]
+        raise CacheFormatError(f"{MAX_RETRIES} foregrounds of class {part.cls!r} failed to decode in a row")
+
+    def _apply_fg_transform(self, fg: torch.Tensor) -> torch.Tensor:
+        t = self.fg_transform
+        if t is None:
+            return fg
+        if type(t).__module__.startswith("albumentations"):
+            out = t(image=fg.permute(1, 2, 0).numpy())["image"]
+            return torch.as_tensor(out).permute(2, 0, 1).contiguous()
+        return torch.as_tensor(t(fg))
+
+    def _choose_bg(self, part: Part, g: torch.Generator) -> int:
+        mode = self.config.background
+        if mode == "orig":
+            return self.bg_index[part.key]
+        return self._pick(self.pool_class[part.cls] if mode == "same" else self.pool_all, g)
+
+    def _load_bg(self, part: Part, g: torch.Generator) -> tuple[torch.Tensor, float]:
+        for _ in range(MAX_RETRIES):
+            bi = self._choose_bg(part, g)
+            bpart = self.reader.backgrounds[bi]
+            try:
+                bg = _decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)
+                return resize_cover(bg, self.size), self.reader.ratios.get(bpart.key, 0.0)
+            except Exception as e:  # noqa: BLE001
+                self.decode_failures += 1
+                log.warning("cannot decode background %s (%s); drawing another", bpart.key, e)
+                if self.config.background == "orig":
+                    break
+        raise CacheFormatError(f"no decodable background for {part.key}")
+
+    def _source_path(self, part: Part) -> Path | None:
+        src = self.reader.sources.get(part.key)
+        if src:
+            return Path(src)
+        if self.orig_root is not None:
+            hits = sorted((self.orig_root / part.cls).glob(part.stem + ".*"))
+            return hits[0] if hits else None
+        return None
+
+    def load_parts(self, index: int) -> dict[str, Any]:
+        """Read and decode the parts for foreground ``index`` (what a DataLoader worker does)."""
+        g = self._item_generator(index)
+        fg, part = self._load_fg(index, g)
+        bg, bg_ratio = self._load_bg(part, g)
+        p = self.config.orig_prob(self.epoch)
+        use_orig = bool(p > 0 and float(torch.rand((), generator=g)) < p)
+        orig = None
+        if use_orig:
+            path = self._source_path(part)
+            if path is None or not path.exists():
+                log.warning("source image of %s not found; recombining instead", part.key)
+                use_orig = False
+            else:
+                from forcomp.build.decode import load_rgb
+
+                orig = resize_cover(torch.from_numpy(load_rgb(path)).permute(2, 0, 1), self.size)
+        return {
+            "fg": fg,
+            "bg": bg,
+            "fg_ratio": self.reader.ratios[part.key],
+            "bg_ratio": bg_ratio,
+            "label": self.class_to_idx[part.cls],
+            "orig": orig,
+            "use_orig": use_orig,
+            "seed": int(torch.randint(0, 2**62, (1,), generator=g)),
+        }
+
+    # ---- one sample: same kernel, B = 1 ----
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        sample = self.load_parts(index)
+        parts = collate_parts([sample])
+        g = torch.Generator().manual_seed(sample["seed"])
+        params = sample_params(parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, self.size, self.config, generator=g)
+        images, masks = self._recombine(parts, params)
+        image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
+        label: Any = sample["label"]
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        if self.transform is not None:
+            if self.return_masks:
+                image, mask = self.transform(image, mask)
+            else:
+                image = self.transform(image)
+        return (image, label, mask) if self.return_masks else (image, label)
+
+    # ---- the fast path ----
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        device: str | torch.device | None = None,
+        shuffle: bool | None = None,
+        sampler: Sampler[int] | None = None,
+        drop_last: bool = False,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pin_memory: bool | None = None,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches recombined on ``device``: ``(images, labels)`` (+ ``masks`` with ``return_masks``).
+
+        Workers read and decode uint8 parts only; the paste runs once per batch on ``device``.
+        ``batch_transform`` (e.g. normalisation) is applied to the float image batch on ``device``.
+        Shuffles by default for the train split. Draws depend on the dataset seed and epoch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if shuffle is None:
+            shuffle = sampler is None and self.split == "train"
+        gen = None
+        if shuffle and sampler is None:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed if self.seed is not None else torch.initial_seed(), self.epoch, 1))
+        dl = DataLoader(
+            _PartsView(self),
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_parts,
+            drop_last=drop_last,
+            pin_memory=dev.type == "cuda" if pin_memory is None else pin_memory,
+            generator=gen,
+        )
+        for parts in dl:
+            parts = parts.to(dev, non_blocking=True)
+            images, masks = self._recombine(parts)
+            images = images.as_subclass(torch.Tensor)
+            if batch_transform is not None:
+                images = batch_transform(images)
+            if self.return_masks:
+                yield images, parts.labels, masks.as_subclass(torch.Tensor)
+            else:
+                yield images, parts.labels
+
+
+class _PartsView(Dataset):
+    def __init__(self, ds: ForComp) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.ds.load_parts(index)
+
+
+def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
+    """Stack worker samples into a :class:`Parts` batch (foregrounds zero-padded to the largest)."""
+    hmax = max(s["fg"].shape[1] for s in samples)
+    wmax = max(s["fg"].shape[2] for s in samples)
+    fg = torch.zeros(len(samples), 4, hmax, wmax, dtype=torch.uint8)
+    for i, s in enumerate(samples):
+        _, h, w = s["fg"].shape
+        fg[i, :, :h, :w] = s["fg"]
+    has_orig = any(s["orig"] is not None for s in samples)
+    bg = torch.stack([s["bg"] for s in samples])
+    return Parts(
+        fg=fg,
+        fg_hw=torch.tensor([list(s["fg"].shape[1:]) for s in samples], dtype=torch.int64),
+        bg=bg,
+        fg_ratio=torch.tensor([s["fg_ratio"] for s in samples], dtype=torch.float32),
+        bg_ratio=torch.tensor([s["bg_ratio"] for s in samples], dtype=torch.float32),
+        labels=torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+        orig=torch.stack([s["orig"] if s["orig"] is not None else torch.zeros_like(s["bg"]) for s in samples]) if has_orig else None,
+        use_orig=torch.tensor([s["use_orig"] for s in samples], dtype=torch.bool) if has_orig else None,
+    )

@@ -1,0 +1,122 @@
+"""``Recombine``: the batched transform (an ``nn.Module`` and a torchvision v2 ``Transform``).
+
+It samples per-sample geometry on the batch's device from an explicit generator
+(:func:`~forcomp.recombine.params.sample_params`) and calls the pure kernel
+(:func:`~forcomp.recombine.functional.composite`). ``forward(parts, params=p)`` replays ``p``
+exactly; outputs are ``tv_tensors.Image`` / ``tv_tensors.Mask`` so later v2 geometric transforms
+keep the masks aligned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from forcomp.recombine.functional import composite
+from forcomp.recombine.params import RecombineConfig, RecombineParams, derive_seed, sample_params
+
+
+@dataclass
+class Parts:
+    """A collated batch of recombination inputs (what ``ForComp.loader`` workers produce).
+
+    Attributes:
+        fg: ``(B, 4, Hf, Wf)`` uint8 RGBA foregrounds, zero-padded bottom/right.
+        fg_hw: ``(B, 2)`` valid foreground height, width.
+        bg: ``(B, 3, H, W)`` uint8 backgrounds already at the output size.
+        fg_ratio, bg_ratio: ``(B,)`` object share of the foreground's / background's source image.
+        labels: ``(B,)`` int64.
+        orig: ``(B, 3, H, W)`` uint8 original images or None; ``use_orig`` ``(B,)`` bool.
+    """
+
+    fg: torch.Tensor
+    fg_hw: torch.Tensor
+    bg: torch.Tensor
+    fg_ratio: torch.Tensor
+    bg_ratio: torch.Tensor
+    labels: torch.Tensor
+    orig: torch.Tensor | None = None
+    use_orig: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Parts:
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
+
+    @property
+    def fg_fill(self) -> torch.Tensor:
+        """Share of each valid foreground crop covered by the object (mean alpha)."""
+        a = self.fg[:, 3].float().sum((1, 2)) / 255.0
+        return a / (self.fg_hw[:, 0] * self.fg_hw[:, 1]).float().clamp_min(1)
+
+
+class Recombine(v2.Transform):
+    """Paste a batch of foregrounds onto backgrounds with ForNet's size/position rules.
+
+    Args:
+        config: a :class:`RecombineConfig` (or its fields as keyword arguments).
+        seed: base seed; the generator is derived from ``(seed, rank, epoch)``. None: random.
+
+    Example:
+        >>> rec = Recombine(background="all", seed=0)  # doctest: +SKIP
+        >>> images, masks = rec(parts)                 # parts: a collated Parts batch
+    """
+
+    def __init__(self, config: RecombineConfig | None = None, *, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.config = config if config is not None else RecombineConfig(**kwargs)
+        if config is not None and kwargs:
+            raise TypeError("pass either config or keyword arguments, not both")
+        self.seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        self.epoch = 0
+        self._generators: dict[str, torch.Generator] = {}
+        self.smoothing_radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+        self._generators.clear()
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+            g = torch.Generator(device=device)
+            g.manual_seed(derive_seed(self.seed, rank, self.epoch))
+            self._generators[key] = g
+        return self._generators[key]
+
+    def make_params(self, parts: Parts, generator: torch.Generator | None = None) -> RecombineParams:  # type: ignore[override]
+        """Draw this batch's geometry on the batch's device."""
+        g = generator if generator is not None else self._generator(parts.bg.device)
+        return sample_params(
+            parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, tuple(parts.bg.shape[-2:]), self.config, generator=g
+        )
+
+    def forward(  # type: ignore[override]
+        self, parts: Parts, params: RecombineParams | None = None, *, return_params: bool = False
+    ) -> Any:
+        """Recombine ``parts``; returns ``(images, masks)`` (plus the params when ``return_params``).
+
+        Images are float32 in [0, 1] ``(B, 3, H, W)``; where ``use_orig`` is set the original image is
+        returned and its mask is empty.
+        """
+        if params is None:
+            params = self.make_params(parts)
+        images, masks = composite(parts.fg, parts.fg_hw, parts.bg, params, smoothing_radius=self.smoothing_radius)
+        images = images.float() / 255.0
+        if parts.orig is not None and parts.use_orig is not None:
+            sel = parts.use_orig[:, None, None, None]
+            images = torch.where(sel, parts.orig.float() / 255.0, images)
+            masks = torch.where(sel[:, 0], torch.zeros_like(masks), masks)
+        out = (tv_tensors.Image(images), tv_tensors.Mask(masks))
+        return (*out, params) if return_params else out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
