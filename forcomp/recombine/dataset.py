@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ MAX_RETRIES = 10
 
 
 def _decode(data: bytes, mode: ImageReadMode) -> torch.Tensor:
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    with warnings.catch_warnings():
+        # torchvision 0.29 announces a move of its decoders to torchcodec; they remain the fastest here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
 
 
 def resize_cover(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -260,7 +264,7 @@ class ForComp(Dataset):
             else:
                 from forcomp.build.decode import load_rgb
 
-                orig = resize_cover(torch.from_numpy(load_rgb(path)).permute(2, 0, 1), self.size)
+                orig = resize_cover(torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1), self.size)
         return {
             "fg": fg,
             "bg": bg,

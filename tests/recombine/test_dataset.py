@@ -1,0 +1,247 @@
+"""ForComp: each parameter's effect, masks, backgrounds, determinism, workers, loaders, zips."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from forcomp import ForComp, Recombine
+from forcomp.errors import CacheFormatError
+from recombine.conftest import CLASS_BG, make_cache, zip_cache
+
+YELLOW = torch.tensor([250, 250, 0]) / 255
+
+
+def _centroid(mask):
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    return xs.float().mean().item(), ys.float().mean().item()
+
+
+@pytest.mark.parametrize("k", range(9))
+def test_nonant_puts_object_in_cell(cache, k):
+    ds = ForComp(cache, "val", size=96, nonant=k, return_masks=True, seed=k)
+    for i in range(len(ds)):
+        _, _, m = ds[i]
+        cx, cy = _centroid(m)
+        assert int(cx // 32) == k % 3 and int(cy // 32) == k // 3
+
+
+def test_bates_zero_centres(cache):
+    ds = ForComp(cache, "val", size=(64, 96), fg_bates_n=0, return_masks=True, seed=0)
+    for i in range(len(ds)):
+        cx, cy = _centroid(ds[i][2])
+        assert abs(cx - 47.5) < 1.0 and abs(cy - 31.5) < 1.0
+
+
+def test_size_factor_scales_pasted_area(cache):
+    kw = dict(size=96, fg_scale_jitter=0.0, mask_smoothing_sigma=0.0, return_masks=True, seed=0, background="orig")
+    a1 = np.mean([float(ForComp(cache, "val", size_factor=1.0, **kw)[i][2].sum()) for i in range(9)])
+    a2 = np.mean([float(ForComp(cache, "val", size_factor=0.5, **kw)[i][2].sum()) for i in range(9)])
+    assert a2 / a1 == pytest.approx(0.5, rel=0.08)
+    # and the natural size is the ratio's share of the canvas (ratio = 1600 / 10800)
+    assert a1 / 96**2 == pytest.approx(1600 / 10800, rel=0.08)
+
+
+def _bg_class(img):
+    corner = img[:, :3, :3].reshape(3, -1).mean(1) * 255
+    return min(CLASS_BG, key=lambda c: float(((corner - torch.tensor(CLASS_BG[c])) ** 2).sum()))
+
+
+def test_background_modes_draw_from_the_right_pools(cache):
+    for mode in ("orig", "same"):
+        ds = ForComp(cache, "val", size=48, background=mode, seed=0)
+        for i in range(len(ds)):
+            for e in range(3):
+                ds.set_epoch(e)
+                assert _bg_class(ds[i][0]) == ds.foregrounds[i].cls
+    ds = ForComp(cache, "val", size=48, background="all", seed=0)
+    seen = set()
+    for e in range(6):
+        ds.set_epoch(e)
+        seen |= {_bg_class(ds[i][0]) for i in range(len(ds))}
+    assert seen == set(CLASS_BG)
+
+
+def test_pruning_removes_large_object_backgrounds(tmp_path, caplog):
+    ratios = {f"n00000001/img{i}.JPEG": 0.9 for i in range(3)} | {"n00000002/img0.JPEG": 0.85}
+    cache = make_cache(tmp_path / "c", ratios=ratios)
+    ds = ForComp(cache, "val", size=48, background="all", pruning_ratio=0.8, seed=0)
+    pruned = {ds.reader.backgrounds[i].key for i in ds.pool_all}
+    assert not pruned & set(ratios) and len(pruned) == 9 - 4
+    with caplog.at_level(logging.WARNING):
+        same = ForComp(cache, "val", size=48, background="same", pruning_ratio=0.8, seed=0)
+    assert "every background pruned" in caplog.text  # class 1 falls back to its own backgrounds
+    assert len(same.pool_class["n00000001"]) == 3 and len(same.pool_class["n00000002"]) == 2
+
+
+def test_rel_jut_out_bounds(cache):
+    def outside_share(jut):
+        shares = []
+        ds = ForComp(cache, "val", size=64, rel_jut_out=jut, fg_bates_n=-1, mask_smoothing_sigma=0, seed=0)
+        rec = ds._recombine
+        from forcomp.recombine.dataset import collate_parts
+
+        for e in range(20):
+            ds.set_epoch(e)
+            parts = collate_parts([ds.load_parts(i) for i in range(len(ds))])
+            p = rec.make_params(parts)
+            vis_w = (torch.minimum(p.x0 + p.w, torch.tensor(64.0)) - torch.maximum(p.x0, torch.tensor(0.0))).clamp_min(0)
+            vis_h = (torch.minimum(p.y0 + p.h, torch.tensor(64.0)) - torch.maximum(p.y0, torch.tensor(0.0))).clamp_min(0)
+            shares.append(1 - vis_w / p.w)
+            shares.append(1 - vis_h / p.h)
+        return torch.cat(shares)
+
+    assert outside_share(0.0).max() <= 1e-5
+    s = outside_share(0.3)
+    assert s.max() <= 0.3 + 1e-5 and s.max() > 0.2
+
+
+def test_masks_equal_what_was_pasted_also_after_v2_geometry(cache):
+    tf = v2.Compose([v2.RandomResizedCrop(48, scale=(0.3, 1.0), antialias=True), v2.RandomHorizontalFlip(1.0)])
+    for transform in (None, tf):
+        ds = ForComp(cache, "val", size=64, return_masks=True, seed=1, transform=transform, mask_smoothing_sigma=0)
+        torch.manual_seed(0)
+        for i in range(len(ds)):
+            img, _, m = ds[i]
+            # interior of the mask (3x3 erosion): edge pixels are interpolated by the geometry
+            padded = torch.nn.functional.pad(m[None, None].float(), (1, 1, 1, 1))  # outside counts as empty
+            solid = -torch.nn.functional.max_pool2d(-padded, 3, 1, 0)[0, 0] > 0.99
+            if solid.sum() < 5:
+                continue
+            pix = img[:, solid]
+            assert torch.allclose(pix.mean(1), YELLOW, atol=0.03)
+            away = m == 0
+            assert ((img[:, away] - YELLOW[:, None]).abs().sum(0) > 0.3).float().mean() > 0.97
+
+
+def test_seed_determinism(cache):
+    a = ForComp(cache, "val", size=48, seed=5)
+    b = ForComp(cache, "val", size=48, seed=5)
+    c = ForComp(cache, "val", size=48, seed=6)
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(9))
+    assert any(not torch.equal(a[i][0], c[i][0]) for i in range(9))
+    la = [x[0] for x in a.loader(4, shuffle=False)]
+    lb = [x[0] for x in b.loader(4, shuffle=False)]
+    assert all(torch.equal(x, y) for x, y in zip(la, lb))
+
+
+def test_dataloader_workers_draw_differently(tmp_path):
+    """Every foreground is the same: identical draws in two workers would give identical images."""
+    cache = make_cache(tmp_path / "c", per_class=4)
+    ds = ForComp(cache, "val", size=48, background="all", seed=None)
+    dl = DataLoader(ds, batch_size=None, num_workers=2, shuffle=False)
+    imgs = [x[0] for x in dl]
+    # items 0 and 1 go to different workers; with numpy's global RNG (ForNet) they would repeat
+    firsts = [imgs[i] for i in range(0, 6)]
+    assert len({hash(t.numpy().tobytes()) for t in firsts}) == len(firsts)
+
+
+def test_loader_batches_and_masks(cache):
+    ds = ForComp(cache, "val", size=48, return_masks=True, seed=0)
+    batches = list(ds.loader(4, num_workers=2, batch_transform=v2.Normalize([0.5] * 3, [0.5] * 3)))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 1]
+    img, lab, m = batches[0]
+    assert img.dtype == torch.float32 and img.min() < -0.5 and m.shape == (4, 48, 48)
+    assert lab.tolist() == ds.targets[:4]
+
+
+def test_imagefolder_attributes(cache):
+    ds = ForComp(cache, "val", size=32)
+    assert ds.classes == sorted(CLASS_BG) and ds.class_to_idx["n00000002"] == 1
+    assert ds.targets == [0, 0, 0, 1, 1, 1, 2, 2, 2] and len(ds) == 9
+    img, label = ds[4]
+    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1 and label == 1
+
+
+def test_reads_fornet_zips(cache, tmp_path):
+    z = zip_cache(cache, tmp_path / "zipped")
+    a = ForComp(cache, "val", size=32, seed=0)
+    b = ForComp(z, "val", size=32, seed=0)
+    assert b.reader.mode == "zip" and b.keys == a.keys
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(len(a)))
+
+
+def test_zip_member_cannot_escape(cache, tmp_path):
+    import zipfile
+
+    z = zip_cache(cache, tmp_path / "zipped")
+    with zipfile.ZipFile(z / "foregrounds_val.zip", "a") as f:
+        f.writestr("../../../evil.WEBP", b"x")
+        f.writestr("val/foregrounds/../evil.WEBP", b"x")
+    ds = ForComp(z, "val", size=32)
+    assert len(ds) == 9 and all(".." not in k for k in ds.keys)
+
+
+def test_fg_transform_v2_and_albumentations(cache):
+    import albumentations as A
+
+    grey = v2.Lambda(lambda t: torch.cat([t[:3] // 2, t[3:]]))
+    ds = ForComp(cache, "val", size=48, fg_transform=grey, return_masks=True, seed=0, mask_smoothing_sigma=0)
+    img, _, m = ds[0]
+    assert torch.allclose(img[:, m > 0.99].mean(1), YELLOW / 2, atol=0.03)
+    alb = A.Compose([A.HorizontalFlip(p=1.0)])
+    ds2 = ForComp(cache, "val", size=48, fg_transform=alb, seed=0)
+    assert ds2[0][0].shape == (3, 48, 48)
+
+
+def test_decode_failure_replaced_by_same_class(cache, caplog):
+    bad = cache / "val" / "foregrounds" / "n00000002" / "img1.WEBP"
+    bad.write_bytes(b"broken")
+    ds = ForComp(cache, "val", size=32, seed=0)
+    with caplog.at_level(logging.WARNING):
+        _, label = ds[4]
+    assert label == 1 and ds.decode_failures >= 1 and "img1.WEBP" in caplog.text
+
+
+def test_orig_img_prob_returns_source(built_cache):
+    source, cache = built_cache
+    ds = ForComp(cache, "val", size=64, orig_img_prob=1.0, return_masks=True, seed=0)
+    img, label, mask = ds[0]
+    assert mask.sum() == 0
+    ref = ForComp(cache, "val", size=64, seed=0)[0][0]
+    assert not torch.equal(img, ref)
+    batches = list(ds.loader(9, shuffle=False))
+    assert batches[0][2].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"background": "x"}, "background"), ({"nonant": 9}, "nonant"), ({"size_factor": 0}, "size_factor"),
+     ({"fg_scale_jitter": -1}, "fg_scale_jitter"), ({"size": 2}, "size")],
+)
+def test_invalid_parameters(cache, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ForComp(cache, "val", **kw)
+
+
+def test_empty_cache_and_class_without_backgrounds(tmp_path, cache):
+    (tmp_path / "empty" / "val" / "foregrounds").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "backgrounds").mkdir(parents=True)
+    with pytest.raises(CacheFormatError, match="no foregrounds"):
+        ForComp(tmp_path / "empty", "val")
+    for p in (cache / "val" / "backgrounds" / "n00000003").iterdir():
+        p.unlink()
+    with pytest.raises(CacheFormatError, match="n00000003"):
+        ForComp(cache, "val", background="same")
+
+
+def test_recombine_pickles_and_replays(cache):
+    from forcomp.recombine.dataset import collate_parts
+
+    ds = ForComp(cache, "val", size=48, seed=0)
+    parts = collate_parts([ds.load_parts(i) for i in range(4)])
+    rec = Recombine(seed=3)
+    img, m, params = rec(parts, return_params=True)
+    img2, m2 = rec(parts, params)
+    assert torch.equal(img, img2) and torch.equal(m, m2)
+    clone = pickle.loads(pickle.dumps(Recombine(seed=3)))
+    img3, _ = clone(parts)
+    assert torch.equal(img3, img)
+    assert json.dumps(rec.config.to_dict())
