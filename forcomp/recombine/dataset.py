@@ -203,7 +203,7 @@ class ForComp(Dataset):
         for _ in range(MAX_RETRIES):
             try:
                 fg = _decode(self.reader.fg_bytes(part), ImageReadMode.RGB_ALPHA)
-                return self._apply_fg_transform(_shrink(fg, 2 * max(self.size))), part
+                return self._apply_fg_transform(_shrink(fg, max(self.size))), part
             except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
                 self.decode_failures += 1
                 log.warning("cannot decode %s (%s); using another item of class %s", self.reader.fg_name(part), e, part.cls)

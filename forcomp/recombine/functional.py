@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from forcomp.recombine.params import RecombineParams
 
-MAX_AA_SIGMA = 3.0
+MAX_AA_SIGMA = 2.0
 
 
 def gaussian_blur_batched(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:

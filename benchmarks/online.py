@@ -1,0 +1,185 @@
+"""Benchmark: online recombination throughput, forcomp's batched kernel vs a per-sample PIL pipeline.
+
+(a) ``pil``: a per-sample pipeline equivalent to ForNet's ``__getitem__`` (written here: PIL
+    decode, resize, Gaussian-feathered alpha paste on the full-size background, then
+    RandomResizedCrop(224) + flip + normalize), in a DataLoader.
+(b) ``forcomp-cpu``: ``ForComp.loader`` (workers decode; one batched paste on the CPU), then a
+    batched per-sample RandomResizedCrop (``roi_align``) + flip + normalize.
+(c) ``forcomp-cuda``: the same on CUDA, when present.
+Plus the kernel alone: recombining one 256-image 224² batch (``composite``) on each device.
+Same synthetic cache (ImageNet-sized 500x375 backgrounds), medians over repeats. Prints a table
+and writes ``benchmarks/results/online.json``.
+
+    python benchmarks/online.py [--items 128] [--batch 64] [--workers 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import roi_align
+from torchvision.transforms import v2
+
+from forcomp import ForComp
+from forcomp.cache.reader import CacheReader
+from forcomp.recombine.functional import composite
+from forcomp.recombine.params import RecombineConfig, sample_params
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def make_cache(root: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    ratios = {}
+    for i in range(n):
+        cls = f"n{(i % 10) + 1:08d}"
+        w, h = 500, 375
+        bg = (rng.uniform(0, 255, (h // 8, w // 8, 3))).astype(np.uint8)
+        bgimg = Image.fromarray(bg).resize((w, h), Image.BICUBIC)
+        fw, fh = int(rng.integers(120, 300)), int(rng.integers(100, 260))
+        yy, xx = np.mgrid[0:fh, 0:fw]
+        alpha = (((xx - fw / 2) / (fw / 2)) ** 2 + ((yy - fh / 2) / (fh / 2)) ** 2 <= 1).astype(np.uint8) * 255
+        rgba = np.dstack([rng.uniform(0, 255, (fh, fw, 3)).astype(np.uint8), alpha])
+        for kind, img, ext in (("foregrounds", Image.fromarray(rgba, "RGBA"), "WEBP"), ("backgrounds", bgimg, "JPEG")):
+            d = root / "train" / kind / cls
+            d.mkdir(parents=True, exist_ok=True)
+            img.save(d / f"img{i:05d}.{ext}", quality=90)
+        ratios[f"{cls}/img{i:05d}.JPEG"] = float((alpha > 0).sum()) / (w * h)
+    (root / "fg_bg_ratios_train.json").write_text(json.dumps(ratios))
+    return root
+
+
+class PILRecombine(Dataset):
+    """ForNet-style per-sample recombination (background 'all'), written for this benchmark."""
+
+    def __init__(self, cache: Path) -> None:
+        self.reader = CacheReader(cache, "train")
+        self.cfg = RecombineConfig()
+        self.tf = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), v2.ToImage(),
+                              v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())])
+
+    def __len__(self) -> int:
+        return len(self.reader.foregrounds)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([i, os.getpid()])
+        part = self.reader.foregrounds[i]
+        fg = Image.open(io.BytesIO(self.reader.fg_bytes(part))).convert("RGBA")
+        bpart = self.reader.backgrounds[int(rng.integers(len(self.reader.backgrounds)))]
+        bg = Image.open(io.BytesIO(self.reader.bg_bytes(bpart))).convert("RGB")
+        fr, br = self.reader.ratios[part.key], self.reader.ratios[bpart.key]
+        fill = np.asarray(fg.split()[-1]).mean() / 255
+        lo, hi = min(fr, br), max(fr, br)
+        scale = rng.uniform(lo * 0.7, hi * 1.3) / fill
+        area = bg.size[0] * bg.size[1]
+        gw = max(1, round(np.sqrt(area * scale * fg.size[0] / fg.size[1])))
+        gh = max(1, round(np.sqrt(area * scale * fg.size[1] / fg.size[0])))
+        fg = fg.resize((gw, gh))
+        x = round(rng.uniform(0, 1) * (bg.size[0] - gw))
+        y = round(rng.uniform(0, 1) * (bg.size[1] - gh))
+        m = fg.split()[-1].filter(ImageFilter.GaussianBlur((rng.uniform() * 0.9 + 0.1) * 4.0))
+        m = m.point(lambda p: 2 * p - 255 if p > 128 else 0)
+        bg.paste(fg.convert("RGB"), (x, y), m)
+        return self.tf(bg), 0
+
+
+def rrc_flip_normalize(images: torch.Tensor, g: torch.Generator, out: int = 224) -> torch.Tensor:
+    """Per-sample RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + flip + normalize, batched with roi_align."""
+    B, _, H, W = images.shape
+    dev = images.device
+    area = H * W * torch.empty(B, device=dev).uniform_(0.08, 1.0, generator=g)
+    logr = torch.empty(B, device=dev).uniform_(np.log(3 / 4), np.log(4 / 3), generator=g)
+    r = torch.exp(logr)
+    w = torch.sqrt(area * r).clamp(8, W)
+    h = torch.sqrt(area / r).clamp(8, H)
+    x0 = torch.rand(B, device=dev, generator=g) * (W - w)
+    y0 = torch.rand(B, device=dev, generator=g) * (H - h)
+    boxes = torch.stack([torch.arange(B, device=dev, dtype=images.dtype), x0, y0, x0 + w, y0 + h], 1)
+    crops = roi_align(images, boxes, (out, out), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    flip = torch.rand(B, device=dev, generator=g) < 0.5
+    crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    return (crops - MEAN.to(dev)) / STD.to(dev)
+
+
+def time_loader(make_iter, n_items: int, repeats: int) -> tuple[float, list[float]]:
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        count = 0
+        for batch in make_iter():
+            count += batch[0].shape[0]
+        if batch[0].device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(count / (time.perf_counter() - t))
+    return statistics.median(rates), rates
+
+
+def kernel_rate(device: str, repeats: int, B: int = 256) -> float:
+    g = torch.Generator(device=device).manual_seed(0)
+    fg = torch.randint(0, 256, (B, 4, 256, 256), dtype=torch.uint8, device=device, generator=g)
+    hw = torch.randint(96, 256, (B, 2), device=device, generator=g)
+    bg = torch.randint(0, 256, (B, 3, 224, 224), dtype=torch.uint8, device=device, generator=g)
+    ones = torch.ones(B, device=device)
+    times = []
+    for _ in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        p = sample_params(0.2 * ones, 0.3 * ones, hw, 0.7 * ones, (224, 224), RecombineConfig(), generator=g)
+        composite(fg, hw, bg, p)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return B / statistics.median(times[1:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "online.json")
+    args = ap.parse_args()
+    cache = make_cache(Path(tempfile.mkdtemp(prefix="forcomp-online-")), args.items)
+    rows = {}
+    pil = PILRecombine(cache)
+    rows["pil (ForNet-style per sample)"] = time_loader(
+        lambda: DataLoader(pil, batch_size=args.batch, num_workers=args.workers), args.items, args.repeats)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        ds = ForComp(cache, "train", size=256, background="all", seed=0)
+        g = torch.Generator(device=dev).manual_seed(0)
+        rows[f"forcomp-{dev}"] = time_loader(
+            lambda: ((rrc_flip_normalize(x, g), y) for x, y in ds.loader(args.batch, num_workers=args.workers, device=dev)),
+            args.items, args.repeats)
+    kernel = {dev: kernel_rate(dev, args.repeats) for dev in devices}
+    base = rows["pil (ForNet-style per sample)"][0]
+    print(f"{'pipeline':<32} {'img/s':>9} {'img/s/core':>11} {'vs pil':>7}")
+    for name, (rate, _) in rows.items():
+        print(f"{name:<32} {rate:>9.1f} {rate / args.workers:>11.1f} {rate / base:>6.2f}x")
+    for dev, r in kernel.items():
+        print(f"{'kernel only, 256x224², ' + dev:<32} {r:>9.0f}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
+    print(f"machine: {machine}; {args.items} items, batch {args.batch}, {args.workers} workers, median of {args.repeats}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "settings": vars(args) | {"out": str(args.out)},
+                                    "pipelines": {k: {"img_per_s": v[0], "runs": v[1]} for k, v in rows.items()},
+                                    "kernel_img_per_s": kernel}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
