@@ -51,9 +51,14 @@ def make_cache(root: Path, n: int, seed: int = 0) -> Path:
         bgimg = Image.fromarray(bg).resize((w, h), Image.BICUBIC)
         fw, fh = int(rng.integers(120, 300)), int(rng.integers(100, 260))
         yy, xx = np.mgrid[0:fh, 0:fw]
-        alpha = (((xx - fw / 2) / (fw / 2)) ** 2 + ((yy - fh / 2) / (fh / 2)) ** 2 <= 1).astype(np.uint8) * 255
+        alpha = (((xx - fw / 2) / (fw / 2)) ** 2 + ((yy - fh / 2) / (fh / 2)) ** 2 <= 1).astype(
+            np.uint8
+        ) * 255
         rgba = np.dstack([rng.uniform(0, 255, (fh, fw, 3)).astype(np.uint8), alpha])
-        for kind, img, ext in (("foregrounds", Image.fromarray(rgba, "RGBA"), "WEBP"), ("backgrounds", bgimg, "JPEG")):
+        for kind, img, ext in (
+            ("foregrounds", Image.fromarray(rgba, "RGBA"), "WEBP"),
+            ("backgrounds", bgimg, "JPEG"),
+        ):
             d = root / "train" / kind / cls
             d.mkdir(parents=True, exist_ok=True)
             img.save(d / f"img{i:05d}.{ext}", quality=90)
@@ -68,8 +73,15 @@ class PILRecombine(Dataset):
     def __init__(self, cache: Path) -> None:
         self.reader = CacheReader(cache, "train")
         self.cfg = RecombineConfig()
-        self.tf = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), v2.ToImage(),
-                              v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())])
+        self.tf = v2.Compose(
+            [
+                v2.RandomResizedCrop(224, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist()),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.reader.foregrounds)
@@ -158,14 +170,20 @@ def main() -> None:
     rows = {}
     pil = PILRecombine(cache)
     rows["pil (ForNet-style per sample)"] = time_loader(
-        lambda: DataLoader(pil, batch_size=args.batch, num_workers=args.workers), args.items, args.repeats)
+        lambda: DataLoader(pil, batch_size=args.batch, num_workers=args.workers), args.items, args.repeats
+    )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dev in devices:
         ds = ForComp(cache, "train", size=256, background="all", seed=0)
         g = torch.Generator(device=dev).manual_seed(0)
         rows[f"forcomp-{dev}"] = time_loader(
-            lambda: ((rrc_flip_normalize(x, g), y) for x, y in ds.loader(args.batch, num_workers=args.workers, device=dev)),
-            args.items, args.repeats)
+            lambda: (
+                (rrc_flip_normalize(x, g), y)
+                for x, y in ds.loader(args.batch, num_workers=args.workers, device=dev)
+            ),
+            args.items,
+            args.repeats,
+        )
     kernel = {dev: kernel_rate(dev, args.repeats) for dev in devices}
     base = rows["pil (ForNet-style per sample)"][0]
     print(f"{'pipeline':<32} {'img/s':>9} {'img/s/core':>11} {'vs pil':>7}")
@@ -173,12 +191,24 @@ def main() -> None:
         print(f"{name:<32} {rate:>9.1f} {rate / args.workers:>11.1f} {rate / base:>6.2f}x")
     for dev, r in kernel.items():
         print(f"{'kernel only, 256x224², ' + dev:<32} {r:>9.0f}")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
-    print(f"machine: {machine}; {args.items} items, batch {args.batch}, {args.workers} workers, median of {args.repeats}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    )
+    print(
+        f"machine: {machine}; {args.items} items, batch {args.batch}, {args.workers} workers, median of {args.repeats}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "settings": vars(args) | {"out": str(args.out)},
-                                    "pipelines": {k: {"img_per_s": v[0], "runs": v[1]} for k, v in rows.items()},
-                                    "kernel_img_per_s": kernel}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "settings": vars(args) | {"out": str(args.out)},
+                "pipelines": {k: {"img_per_s": v[0], "runs": v[1]} for k, v in rows.items()},
+                "kernel_img_per_s": kernel,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,9 @@ def render_preview(
             from forcomp.build.decode import load_rgb
 
             grid.paste(_tile(Image.fromarray(load_rgb(Path(src)))), (0, y))
-        grid.paste(_tile(Image.open(io.BytesIO(reader.fg_bytes(part))).convert("RGBA"), checker=True), (TILE, y))
+        grid.paste(
+            _tile(Image.open(io.BytesIO(reader.fg_bytes(part))).convert("RGBA"), checker=True), (TILE, y)
+        )
         bgp = next((b for b in reader.backgrounds if b.key == part.key), None)
         if bgp is not None:
             grid.paste(_tile(Image.open(io.BytesIO(reader.bg_bytes(bgp))).convert("RGB")), (2 * TILE, y))

@@ -24,7 +24,9 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("FORCOMP_NB_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NB, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     assert (tmp_path / "out" / "cache" / "fg_bg_ratios_val.json").exists()
     assert any((tmp_path / "out" / "report").glob("*.png"))
     assert os.environ["FORCOMP_NB_QUICK"] == "1"

@@ -38,7 +38,9 @@ def _split_member(name: str, ext: str) -> Part | None:
     if len(parts) < 2 or not parts[-1].endswith(ext):
         return None
     try:
-        return Part(safe_component(parts[-2], what="class name"), safe_component(parts[-1][: -len(ext)], what="stem"))
+        return Part(
+            safe_component(parts[-2], what="class name"), safe_component(parts[-1][: -len(ext)], what="stem")
+        )
     except UnsafePathError as e:
         log.warning("ignoring zip member %r: %s", name, e)
         return None
@@ -71,7 +73,10 @@ class CacheReader:
             with zipfile.ZipFile(lay.bg_zip) as z:
                 bg = {p: n for n in z.namelist() if (p := _split_member(n, BG_EXT))}
             self._members = {"fg": fg, "bg": bg}
-            self.foregrounds, self.backgrounds = sorted(fg, key=lambda p: p.key), sorted(bg, key=lambda p: p.key)
+            self.foregrounds, self.backgrounds = (
+                sorted(fg, key=lambda p: p.key),
+                sorted(bg, key=lambda p: p.key),
+            )
         else:
             raise CacheFormatError(
                 f"no {split} split in {lay.root}: expected {lay.fg_dir} and {lay.bg_dir}, or "
@@ -82,12 +87,16 @@ class CacheReader:
         try:
             raw = json.loads(lay.ratios_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CacheFormatError(f"{lay.ratios_path} is missing (rerun forcomp build to finish the split)") from None
+            raise CacheFormatError(
+                f"{lay.ratios_path} is missing (rerun forcomp build to finish the split)"
+            ) from None
         # ForNet's own script writes keys with a prefix; the last two components are the key.
         self.ratios = {"/".join(k.split("/")[-2:]): float(v) for k, v in raw.items()}
         missing = [p.key for p in self.foregrounds if p.key not in self.ratios]
         if missing:
-            raise CacheFormatError(f"{lay.ratios_path} has no ratio for {len(missing)} foreground(s), e.g. {missing[0]}")
+            raise CacheFormatError(
+                f"{lay.ratios_path} has no ratio for {len(missing)} foreground(s), e.g. {missing[0]}"
+            )
         self.classes = sorted({p.cls for p in self.foregrounds})
         self.sources = {k: r.source for k, r in read_index(lay).items() if r.status == "ok"}
         self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
@@ -97,8 +106,11 @@ class CacheReader:
         out = []
         for c in sorted(os.scandir(d), key=lambda e: e.name):
             if c.is_dir() and not c.name.startswith("."):
-                out += [Part(c.name, f.name[: -len(ext)]) for f in sorted(os.scandir(c.path), key=lambda e: e.name)
-                        if f.name.endswith(ext) and not f.name.startswith(".")]
+                out += [
+                    Part(c.name, f.name[: -len(ext)])
+                    for f in sorted(os.scandir(c.path), key=lambda e: e.name)
+                    if f.name.endswith(ext) and not f.name.startswith(".")
+                ]
         return sorted(out, key=lambda p: p.key)
 
     def _zip(self, kind: str) -> zipfile.ZipFile:
@@ -118,7 +130,11 @@ class CacheReader:
         return self.layout.bg_path(part.cls, part.stem).read_bytes()
 
     def fg_name(self, part: Part) -> str:
-        return str(self.layout.fg_path(part.cls, part.stem)) if self.mode == "folder" else f"{self.layout.fg_zip}:{self._members['fg'][part]}"
+        return (
+            str(self.layout.fg_path(part.cls, part.stem))
+            if self.mode == "folder"
+            else f"{self.layout.fg_zip}:{self._members['fg'][part]}"
+        )
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -43,7 +43,9 @@ def resize_cover(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     s = max(H / h, W / w)
     nh, nw = max(H, round(h * s)), max(W, round(w * s))
     if (nh, nw) != (h, w):
-        img = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+        img = F.interpolate(
+            img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
+        )[0]
         img = img.round().clamp(0, 255).to(torch.uint8)
     y, x = (nh - H) // 2, (nw - W) // 2
     return img[:, y : y + H, x : x + W].contiguous()
@@ -54,7 +56,9 @@ def _shrink(img: torch.Tensor, max_side: int) -> torch.Tensor:
     if max(h, w) <= max_side:
         return img
     s = max_side / max(h, w)
-    out = F.interpolate(img[None].float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
+    out = F.interpolate(
+        img[None].float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True
+    )
     return out[0].round().clamp(0, 255).to(torch.uint8)
 
 
@@ -144,7 +148,9 @@ class ForComp(Dataset):
         self.orig_root = Path(orig_root) if orig_root is not None else None
         if self.config.orig_prob(0) > 0 or isinstance(orig_img_prob, str):
             if not self.reader.sources and self.orig_root is None:
-                raise ValueError("orig_img_prob > 0 needs the source images: pass orig_root=SOURCE (a ForNet release has no index)")
+                raise ValueError(
+                    "orig_img_prob > 0 needs the source images: pass orig_root=SOURCE (a ForNet release has no index)"
+                )
         self._build_pools()
         self._recombine = Recombine(self.config, seed=seed if seed is not None else 0)
         self._rng: torch.Generator | None = None
@@ -158,12 +164,16 @@ class ForComp(Dataset):
         if self.config.background == "orig":
             missing = [k for k in self.keys if k not in self.bg_index]
             if missing:
-                raise CacheFormatError(f"background='orig' but {len(missing)} foreground(s) have no background, e.g. {missing[0]}")
+                raise CacheFormatError(
+                    f"background='orig' but {len(missing)} foreground(s) have no background, e.g. {missing[0]}"
+                )
         if not bgs and self.config.background != "orig":
             raise CacheFormatError(f"the {self.split} split has no backgrounds")
         self.pool_all = keep or list(range(len(bgs)))
         if not keep and bgs:
-            log.warning("pruning_ratio=%s removes every background; using all of them", self.config.pruning_ratio)
+            log.warning(
+                "pruning_ratio=%s removes every background; using all of them", self.config.pruning_ratio
+            )
         self.pool_class: dict[str, list[int]] = {}
         for c in self.classes:
             kept = [i for i in keep if bgs[i].cls == c]
@@ -171,8 +181,14 @@ class ForComp(Dataset):
                 kept = [i for i, p in enumerate(bgs) if p.cls == c]
                 if self.config.background == "same":
                     if not kept:
-                        raise CacheFormatError(f"background='same' but class {c!r} has no background in the {self.split} split")
-                    log.warning("class %s: every background pruned (pruning_ratio=%s); using its unpruned ones", c, self.config.pruning_ratio)
+                        raise CacheFormatError(
+                            f"background='same' but class {c!r} has no background in the {self.split} split"
+                        )
+                    log.warning(
+                        "class %s: every background pruned (pruning_ratio=%s); using its unpruned ones",
+                        c,
+                        self.config.pruning_ratio,
+                    )
             self.pool_class[c] = kept
 
     def set_epoch(self, epoch: int) -> None:
@@ -206,7 +222,12 @@ class ForComp(Dataset):
                 return self._apply_fg_transform(_shrink(fg, max(self.size))), part
             except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
                 self.decode_failures += 1
-                log.warning("cannot decode %s (%s); using another item of class %s", self.reader.fg_name(part), e, part.cls)
+                log.warning(
+                    "cannot decode %s (%s); using another item of class %s",
+                    self.reader.fg_name(part),
+                    e,
+                    part.cls,
+                )
                 part = self.foregrounds[self._pick(same_class, g)]
         raise CacheFormatError(f"{MAX_RETRIES} foregrounds of class {part.cls!r} failed to decode in a row")
 
@@ -281,7 +302,9 @@ class ForComp(Dataset):
         sample = self.load_parts(index)
         parts = collate_parts([sample])
         g = torch.Generator().manual_seed(sample["seed"])
-        params = sample_params(parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, self.size, self.config, generator=g)
+        params = sample_params(
+            parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, self.size, self.config, generator=g
+        )
         images, masks = self._recombine(parts, params)
         image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
         label: Any = sample["label"]
@@ -320,7 +343,9 @@ class ForComp(Dataset):
             shuffle = sampler is None and self.split == "train"
         gen = None
         if shuffle and sampler is None:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed if self.seed is not None else torch.initial_seed(), self.epoch, 1))
+            gen = torch.Generator().manual_seed(
+                derive_seed(self.seed if self.seed is not None else torch.initial_seed(), self.epoch, 1)
+            )
         dl = DataLoader(
             _PartsView(self),
             batch_size=batch_size,
@@ -372,6 +397,8 @@ def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
         fg_ratio=torch.tensor([s["fg_ratio"] for s in samples], dtype=torch.float32),
         bg_ratio=torch.tensor([s["bg_ratio"] for s in samples], dtype=torch.float32),
         labels=torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-        orig=torch.stack([s["orig"] if s["orig"] is not None else torch.zeros_like(s["bg"]) for s in samples]) if has_orig else None,
+        orig=torch.stack([s["orig"] if s["orig"] is not None else torch.zeros_like(s["bg"]) for s in samples])
+        if has_orig
+        else None,
         use_orig=torch.tensor([s["use_orig"] for s in samples], dtype=torch.bool) if has_orig else None,
     )

@@ -39,7 +39,12 @@ def gaussian_blur_batched(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> 
 
 
 def composite(
-    fg: torch.Tensor, fg_hw: torch.Tensor, bg: torch.Tensor, params: RecombineParams, *, smoothing_radius: int = 12
+    fg: torch.Tensor,
+    fg_hw: torch.Tensor,
+    bg: torch.Tensor,
+    params: RecombineParams,
+    *,
+    smoothing_radius: int = 12,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste foregrounds onto backgrounds.
 

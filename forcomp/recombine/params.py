@@ -61,25 +61,45 @@ class RecombineConfig:
         if not (isinstance(self.fg_scale_jitter, (int, float)) and 0 <= self.fg_scale_jitter < 1):
             raise ValueError(f"fg_scale_jitter must be in [0, 1), got {self.fg_scale_jitter!r}")
         if not (isinstance(self.pruning_ratio, (int, float)) and 0 < self.pruning_ratio <= 1.1):
-            raise ValueError(f"pruning_ratio must be in (0, 1.1] (> 1 disables pruning), got {self.pruning_ratio!r}")
+            raise ValueError(
+                f"pruning_ratio must be in (0, 1.1] (> 1 disables pruning), got {self.pruning_ratio!r}"
+            )
         if self.fg_size_mode not in ("range", "min", "max", "mean"):
-            raise ValueError(f"fg_size_mode must be one of 'range', 'min', 'max', 'mean', got {self.fg_size_mode!r}")
-        if not isinstance(self.fg_bates_n, int) or isinstance(self.fg_bates_n, bool) or abs(self.fg_bates_n) > MAX_BATES_N:
-            raise ValueError(f"fg_bates_n must be an int in [-{MAX_BATES_N}, {MAX_BATES_N}], got {self.fg_bates_n!r}")
+            raise ValueError(
+                f"fg_size_mode must be one of 'range', 'min', 'max', 'mean', got {self.fg_size_mode!r}"
+            )
+        if (
+            not isinstance(self.fg_bates_n, int)
+            or isinstance(self.fg_bates_n, bool)
+            or abs(self.fg_bates_n) > MAX_BATES_N
+        ):
+            raise ValueError(
+                f"fg_bates_n must be an int in [-{MAX_BATES_N}, {MAX_BATES_N}], got {self.fg_bates_n!r}"
+            )
         if not (isinstance(self.mask_smoothing_sigma, (int, float)) and 0 <= self.mask_smoothing_sigma <= 32):
             raise ValueError(f"mask_smoothing_sigma must be in [0, 32], got {self.mask_smoothing_sigma!r}")
         if not (isinstance(self.rel_jut_out, (int, float)) and 0 <= self.rel_jut_out < 1):
             raise ValueError(f"rel_jut_out must be in [0, 1), got {self.rel_jut_out!r}")
-        if self.nonant is not None and (isinstance(self.nonant, bool) or not isinstance(self.nonant, int) or not 0 <= self.nonant <= 8):
-            raise ValueError(f"nonant must be None or an int in 0..8 (3x3 grid, row-major), got {self.nonant!r}")
-        if not (isinstance(self.size_factor, (int, float)) and math.isfinite(self.size_factor) and self.size_factor > 0):
+        if self.nonant is not None and (
+            isinstance(self.nonant, bool) or not isinstance(self.nonant, int) or not 0 <= self.nonant <= 8
+        ):
+            raise ValueError(
+                f"nonant must be None or an int in 0..8 (3x3 grid, row-major), got {self.nonant!r}"
+            )
+        if not (
+            isinstance(self.size_factor, (int, float))
+            and math.isfinite(self.size_factor)
+            and self.size_factor > 0
+        ):
             raise ValueError(f"size_factor must be a finite number > 0, got {self.size_factor!r}")
         p = self.orig_img_prob
         if isinstance(p, str):
             if p not in SCHEDULES:
                 raise ValueError(f"orig_img_prob must be a float in [0, 1] or one of {SCHEDULES}, got {p!r}")
             if not self.epochs or self.epochs < 1:
-                raise ValueError(f"orig_img_prob={p!r} is a schedule over epochs: pass epochs >= 1, got {self.epochs!r}")
+                raise ValueError(
+                    f"orig_img_prob={p!r} is a schedule over epochs: pass epochs >= 1, got {self.epochs!r}"
+                )
         elif not (isinstance(p, (int, float)) and 0 <= p <= 1):
             raise ValueError(f"orig_img_prob must be a float in [0, 1] or one of {SCHEDULES}, got {p!r}")
 

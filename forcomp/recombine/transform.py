@@ -68,7 +68,9 @@ class Recombine(v2.Transform):
         >>> images, masks = rec(parts)                 # parts: a collated Parts batch
     """
 
-    def __init__(self, config: RecombineConfig | None = None, *, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: RecombineConfig | None = None, *, seed: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__()
         self.config = config if config is not None else RecombineConfig(**kwargs)
         if config is not None and kwargs:
@@ -86,7 +88,11 @@ class Recombine(v2.Transform):
     def _generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
         if key not in self._generators:
-            rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+            rank = (
+                torch.distributed.get_rank()
+                if torch.distributed.is_available() and torch.distributed.is_initialized()
+                else 0
+            )
             g = torch.Generator(device=device)
             g.manual_seed(derive_seed(self.seed, rank, self.epoch))
             self._generators[key] = g
@@ -96,7 +102,13 @@ class Recombine(v2.Transform):
         """Draw this batch's geometry on the batch's device."""
         g = generator if generator is not None else self._generator(parts.bg.device)
         return sample_params(
-            parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, tuple(parts.bg.shape[-2:]), self.config, generator=g
+            parts.fg_ratio,
+            parts.bg_ratio,
+            parts.fg_hw,
+            parts.fg_fill,
+            tuple(parts.bg.shape[-2:]),
+            self.config,
+            generator=g,
         )
 
     def forward(  # type: ignore[override]
@@ -109,7 +121,9 @@ class Recombine(v2.Transform):
         """
         if params is None:
             params = self.make_params(parts)
-        images, masks = composite(parts.fg, parts.fg_hw, parts.bg, params, smoothing_radius=self.smoothing_radius)
+        images, masks = composite(
+            parts.fg, parts.fg_hw, parts.bg, params, smoothing_radius=self.smoothing_radius
+        )
         images = images.float() / 255.0
         if parts.orig is not None and parts.use_orig is not None:
             sel = parts.use_orig[:, None, None, None]

@@ -14,7 +14,9 @@ CLASS_BG = {"n00000001": (200, 30, 30), "n00000002": (30, 200, 30), "n00000003":
 FG_COLOUR = (250, 250, 0)
 
 
-def make_cache(root: Path, split: str = "val", per_class: int = 3, fg_px: int = 40, bg_size=(120, 90), ratios=None) -> Path:
+def make_cache(
+    root: Path, split: str = "val", per_class: int = 3, fg_px: int = 40, bg_size=(120, 90), ratios=None
+) -> Path:
     """Solid yellow square foregrounds (fg_px²), solid class-coloured backgrounds."""
     ratios_out = {}
     w, h = bg_size

@@ -9,12 +9,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from recombine.conftest import CLASS_BG, make_cache, zip_cache
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from forcomp import ForComp, Recombine
 from forcomp.errors import CacheFormatError
-from recombine.conftest import CLASS_BG, make_cache, zip_cache
 
 YELLOW = torch.tensor([250, 250, 0]) / 255
 
@@ -41,7 +41,9 @@ def test_bates_zero_centres(cache):
 
 
 def test_size_factor_scales_pasted_area(cache):
-    kw = dict(size=96, fg_scale_jitter=0.0, mask_smoothing_sigma=0.0, return_masks=True, seed=0, background="orig")
+    kw = dict(
+        size=96, fg_scale_jitter=0.0, mask_smoothing_sigma=0.0, return_masks=True, seed=0, background="orig"
+    )
     a1 = np.mean([float(ForComp(cache, "val", size_factor=1.0, **kw)[i][2].sum()) for i in range(9)])
     a2 = np.mean([float(ForComp(cache, "val", size_factor=0.5, **kw)[i][2].sum()) for i in range(9)])
     assert a2 / a1 == pytest.approx(0.5, rel=0.08)
@@ -92,8 +94,12 @@ def test_rel_jut_out_bounds(cache):
             ds.set_epoch(e)
             parts = collate_parts([ds.load_parts(i) for i in range(len(ds))])
             p = rec.make_params(parts)
-            vis_w = (torch.minimum(p.x0 + p.w, torch.tensor(64.0)) - torch.maximum(p.x0, torch.tensor(0.0))).clamp_min(0)
-            vis_h = (torch.minimum(p.y0 + p.h, torch.tensor(64.0)) - torch.maximum(p.y0, torch.tensor(0.0))).clamp_min(0)
+            vis_w = (
+                torch.minimum(p.x0 + p.w, torch.tensor(64.0)) - torch.maximum(p.x0, torch.tensor(0.0))
+            ).clamp_min(0)
+            vis_h = (
+                torch.minimum(p.y0 + p.h, torch.tensor(64.0)) - torch.maximum(p.y0, torch.tensor(0.0))
+            ).clamp_min(0)
             shares.append(1 - vis_w / p.w)
             shares.append(1 - vis_h / p.h)
         return torch.cat(shares)
@@ -104,9 +110,13 @@ def test_rel_jut_out_bounds(cache):
 
 
 def test_masks_equal_what_was_pasted_also_after_v2_geometry(cache):
-    tf = v2.Compose([v2.RandomResizedCrop(48, scale=(0.3, 1.0), antialias=True), v2.RandomHorizontalFlip(1.0)])
+    tf = v2.Compose(
+        [v2.RandomResizedCrop(48, scale=(0.3, 1.0), antialias=True), v2.RandomHorizontalFlip(1.0)]
+    )
     for transform in (None, tf):
-        ds = ForComp(cache, "val", size=64, return_masks=True, seed=1, transform=transform, mask_smoothing_sigma=0)
+        ds = ForComp(
+            cache, "val", size=64, return_masks=True, seed=1, transform=transform, mask_smoothing_sigma=0
+        )
         torch.manual_seed(0)
         for i in range(len(ds)):
             img, _, m = ds[i]
@@ -157,7 +167,13 @@ def test_imagefolder_attributes(cache):
     assert ds.classes == sorted(CLASS_BG) and ds.class_to_idx["n00000002"] == 1
     assert ds.targets == [0, 0, 0, 1, 1, 1, 2, 2, 2] and len(ds) == 9
     img, label = ds[4]
-    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1 and label == 1
+    assert (
+        img.shape == (3, 32, 32)
+        and img.dtype == torch.float32
+        and 0 <= img.min()
+        and img.max() <= 1
+        and label == 1
+    )
 
 
 def test_reads_fornet_zips(cache, tmp_path):
@@ -213,8 +229,13 @@ def test_orig_img_prob_returns_source(built_cache):
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"background": "x"}, "background"), ({"nonant": 9}, "nonant"), ({"size_factor": 0}, "size_factor"),
-     ({"fg_scale_jitter": -1}, "fg_scale_jitter"), ({"size": 2}, "size")],
+    [
+        ({"background": "x"}, "background"),
+        ({"nonant": 9}, "nonant"),
+        ({"size_factor": 0}, "size_factor"),
+        ({"fg_scale_jitter": -1}, "fg_scale_jitter"),
+        ({"size": 2}, "size"),
+    ],
 )
 def test_invalid_parameters(cache, kw, match):
     with pytest.raises(ValueError, match=match):

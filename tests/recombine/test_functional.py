@@ -38,7 +38,9 @@ def _scene(B=6, seed=0):
     bg = torch.randint(0, 256, (B, 3, 64, 80), generator=g, dtype=torch.uint8)
     ones = torch.ones(B)
     fill = fg[:, 3].float().sum((1, 2)) / 255 / (hw[:, 0] * hw[:, 1])
-    params = sample_params(0.15 * ones, 0.2 * ones, hw, fill, (64, 80), RecombineConfig(mask_smoothing_sigma=2.0), generator=g)
+    params = sample_params(
+        0.15 * ones, 0.2 * ones, hw, fill, (64, 80), RecombineConfig(mask_smoothing_sigma=2.0), generator=g
+    )
     return fg, hw, bg, params
 
 
@@ -122,5 +124,10 @@ def test_autocast():
     _skip_no_cuda("cuda")
     fg, hw, bg, p = _scene()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out, _ = composite(fg.cuda().float() / 255, hw.cuda(), bg.cuda().float() / 255, RecombineParams(*(t.cuda() for t in p)))
+        out, _ = composite(
+            fg.cuda().float() / 255,
+            hw.cuda(),
+            bg.cuda().float() / 255,
+            RecombineParams(*(t.cuda() for t in p)),
+        )
     assert out.dtype == torch.float32
