@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_imagefolder
+from scenes import make_imagefolder
 
 from forcomp.cli import main
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_imagefolder
+from scenes import make_imagefolder
 
 from forcomp.build.config import BuildConfig
 from forcomp.build.pipeline import build_cache

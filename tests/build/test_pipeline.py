@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_imagefolder, synthetic_scene
 from PIL import Image
+from scenes import make_imagefolder, synthetic_scene
 
 from forcomp.build.config import BuildConfig
 from forcomp.build.pipeline import build_cache

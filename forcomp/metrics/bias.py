@@ -1,0 +1,670 @@
+"""The bias metrics of ``METRICS.md``: background robustness, BG-gap, foreground focus, center bias, size bias.
+
+One pass per controlled condition (:mod:`forcomp.metrics.grids`) streams the val items through the
+model batch by batch; only per-image correctness (one bool per image and condition) and per-image
+focus values are kept, so memory does not grow with image size and only linearly (and tiny) with
+the number of items. Headline scores get a paired bootstrap 95% interval: the same resampled images
+are used for every condition of a resample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from forcomp.errors import CacheFormatError, ForcompError
+from forcomp.metrics.attribution import METHODS, Attributor, focus_scores
+from forcomp.metrics.grids import CENTER_CELL, CORNER_CELLS, EDGE_CELLS, Condition, EvaluationGrid
+from forcomp.metrics.models import (
+    LoadedModel,
+    imagenet_class_indices,
+    load_model,
+    resolve_normalize,
+    wrap_module,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "forcomp.bias_report/1"
+DEFAULT_METHODS: tuple[str, ...] = ("input_x_gradient", "gradcam")
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass
+class AttributionExamples:
+    """A few images of the focus condition with their masks and attribution maps (CPU tensors).
+
+    Shape:
+        images: ``(N, 3, H, W)`` in [0, 1]; masks: ``(N, H, W)``; maps[method]: ``(N, H, W)``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    masks: Tensor
+    maps: dict[str, Tensor]
+    focus: dict[str, Tensor]
+    classes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """The report dict plus the attribution examples used by the plots."""
+
+    report: dict[str, Any]
+    examples: AttributionExamples | None = None
+
+
+# ---------------------------------------------------------------- headline formulas (vectorised)
+# Each takes {condition name: accuracy tensor} (0-d for the point estimate, (R,) for resamples).
+
+
+def _finite(t: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(t), t, torch.full_like(t, float("nan")))
+
+
+def background_robustness(acc: Mapping[str, Tensor]) -> Tensor:
+    """``acc(all) / acc(same)``."""
+    return _finite(acc["bg=all"] / acc["bg=same"])
+
+
+def background_robustness_orig(acc: Mapping[str, Tensor]) -> Tensor:
+    """The same ratio with ``acc(orig)`` as denominator."""
+    return _finite(acc["bg=all"] / acc["bg=orig"])
+
+
+def bg_gap(acc: Mapping[str, Tensor]) -> Tensor:
+    """``acc(same) − acc(all)`` in percentage points."""
+    return 100.0 * (acc["bg=same"] - acc["bg=all"])
+
+
+def _cells(acc: Mapping[str, Tensor], cells: Iterable[int]) -> Tensor:
+    return torch.stack([acc[f"nonant={k}"] for k in cells]).mean(0)
+
+
+def center_bias(acc: Mapping[str, Tensor]) -> Tensor:
+    """``1 − mean(acc over the 8 outer cells) / acc(center)``."""
+    outer = [k for k in range(9) if k != CENTER_CELL]
+    return _finite(1.0 - _cells(acc, outer) / acc[f"nonant={CENTER_CELL}"])
+
+
+def corner_bias(acc: Mapping[str, Tensor]) -> Tensor:
+    return _finite(1.0 - _cells(acc, CORNER_CELLS) / acc[f"nonant={CENTER_CELL}"])
+
+
+def edge_bias(acc: Mapping[str, Tensor]) -> Tensor:
+    return _finite(1.0 - _cells(acc, EDGE_CELLS) / acc[f"nonant={CENTER_CELL}"])
+
+
+def _size_names(acc: Mapping[str, Tensor], side: str) -> list[str]:
+    factors = [(float(n.split("=", 1)[1]), n) for n in acc if n.startswith("size=")]
+    return [n for f, n in factors if (f < 1.0 if side == "small" else f > 1.0)]
+
+
+def size_bias(acc: Mapping[str, Tensor]) -> Tensor:
+    """``1 − mean(acc over f < 1) / acc(f = 1)``."""
+    small = torch.stack([acc[n] for n in _size_names(acc, "small")]).mean(0)
+    return _finite(1.0 - small / acc["size=1"])
+
+
+def size_bias_large(acc: Mapping[str, Tensor]) -> Tensor:
+    """``1 − mean(acc over f > 1) / acc(f = 1)`` (negative: larger objects are recognised better)."""
+    names = _size_names(acc, "large")
+    if not names:
+        return torch.full_like(acc["size=1"], float("nan"))
+    return _finite(1.0 - torch.stack([acc[n] for n in names]).mean(0) / acc["size=1"])
+
+
+HEADLINES: dict[str, Callable[[Mapping[str, Tensor]], Tensor]] = {
+    "accuracy": lambda acc: acc["bg=orig"],
+    "background_robustness": background_robustness,
+    "background_robustness_orig": background_robustness_orig,
+    "bg_gap": bg_gap,
+    "center_bias": center_bias,
+    "center_bias_corners": corner_bias,
+    "center_bias_edges": edge_bias,
+    "size_bias": size_bias,
+    "size_bias_large": size_bias_large,
+}
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def _quantiles(values: Tensor) -> list[float]:
+    v = values[torch.isfinite(values)].double()
+    if v.numel() == 0:
+        return [float("nan"), float("nan")]
+    q = torch.quantile(v, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return [float(q[0]), float(q[1])]
+
+
+def paired_bootstrap(
+    correct: Mapping[str, Tensor],
+    stats: Mapping[str, Callable[[Mapping[str, Tensor]], Tensor]],
+    *,
+    resamples: int = 1000,
+    generator: torch.Generator,
+    chunk_elems: int = 4_000_000,
+) -> dict[str, list[float]]:
+    """Percentile 95% intervals of statistics of per-condition accuracies, resampling images jointly.
+
+    Args:
+        correct: ``{condition: (N,) bool}``, all over the same N items in the same order.
+        stats: ``{name: f(acc)}`` where ``acc`` maps condition → ``(R,)`` resampled accuracies.
+        resamples: Number of bootstrap resamples R.
+        generator: Source of the resampling indices (CPU).
+        chunk_elems: Bound on the index tensor's size (resamples are drawn in chunks).
+
+    Returns:
+        ``{name: [low, high]}`` (NaN where a statistic is undefined in every resample).
+    """
+    names = list(correct)
+    mat = torch.stack([correct[n].float().cpu() for n in names])  # (C, N)
+    n = mat.shape[1]
+    if n == 0:
+        return {k: [float("nan"), float("nan")] for k in stats}
+    per_chunk = max(1, min(resamples, chunk_elems // n))
+    accs: list[Tensor] = []
+    done = 0
+    while done < resamples:
+        r = min(per_chunk, resamples - done)
+        idx = torch.randint(0, n, (r, n), generator=generator)
+        # counts[r, i] = how often item i is in resample r; acc = counts @ correct / n
+        counts = torch.zeros(r, n).scatter_add_(1, idx, torch.ones(r, n))
+        accs.append(counts @ mat.T / n)  # (r, C)
+        done += r
+    boot = torch.cat(accs)  # (R, C)
+    acc = {name: boot[:, i] for i, name in enumerate(names)}
+    return {k: _quantiles(f(acc)) for k, f in stats.items()}
+
+
+def bootstrap_mean(values: Tensor, *, resamples: int = 1000, generator: torch.Generator) -> list[float]:
+    """Percentile 95% interval of the mean of ``values`` (NaNs dropped first)."""
+    v = values[torch.isfinite(values)].double().cpu()
+    n = v.numel()
+    if n == 0:
+        return [float("nan"), float("nan")]
+    means = []
+    per_chunk = max(1, min(resamples, 4_000_000 // n))
+    done = 0
+    while done < resamples:
+        r = min(per_chunk, resamples - done)
+        idx = torch.randint(0, n, (r, n), generator=generator)
+        means.append(v[idx].mean(1))
+        done += r
+    return _quantiles(torch.cat(means))
+
+
+# ---------------------------------------------------------------- data
+
+
+def _validate(
+    batch_size: int, limit: int | None, methods: Sequence[str], size: int | tuple[int, int]
+) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be None or an int >= 1, got {limit!r}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)!r}")
+    sizes = (size, size) if isinstance(size, int) else tuple(size)
+    if len(sizes) != 2 or not all(isinstance(s, int) and s >= 8 for s in sizes):
+        raise ValueError(f"size must be an int >= 8 or (h, w), got {size!r}")
+
+
+def _make_dataset(cache: Path, split: str, size: int | tuple[int, int], cond: Condition, seed: int) -> Any:
+    from forcomp.recombine.dataset import ForComp
+
+    return ForComp(cache, split=split, size=size, seed=seed, return_masks=True, **cond.recombine_kwargs())
+
+
+def _subset(n: int, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded, sorted random subset of ``limit`` items (``None`` = all)."""
+    if limit is None or limit >= n:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:limit].tolist())
+
+
+def _batches(
+    ds: Any, indices: list[int] | None, batch_size: int, num_workers: int, device: torch.device
+) -> Iterator[Batch]:
+    # Always in item order (no shuffling, also for the train split) so conditions stay paired by image.
+    loader = ds.loader(batch_size, num_workers=num_workers, device=device, shuffle=False, sampler=indices)
+    for images, labels, masks in loader:
+        yield images.to(device), labels.to(device), masks.to(device)
+
+
+def cache_identity(cache: Path, split: str, ds: Any) -> dict[str, Any]:
+    """Path, split, classes and a fingerprint of a cache's split (hash of its ratios file)."""
+    import hashlib
+
+    from forcomp.cache.layout import CacheLayout
+
+    layout = CacheLayout(cache, split)
+    digest = None
+    if layout.ratios_path.is_file():
+        digest = hashlib.sha256(layout.ratios_path.read_bytes()).hexdigest()[:16]
+    return {
+        "path": str(Path(cache).resolve()),
+        "split": split,
+        "n_items": len(ds),
+        "n_classes": len(ds.classes),
+        "classes": list(ds.classes) if len(ds.classes) <= 50 else None,
+        "ratios_sha256_16": digest,
+    }
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _class_indices(n_outputs: int, classes: list[str], given: Sequence[int] | None) -> list[int] | None:
+    if given is not None:
+        if len(given) != len(classes) or not all(0 <= int(i) < n_outputs for i in given):
+            raise ValueError(
+                f"class_indices must give one model output index in [0, {n_outputs}) per cache class "
+                f"({len(classes)}), got {list(given)!r}"
+            )
+        return [int(i) for i in given]
+    if n_outputs == len(classes):
+        return None
+    mapped = imagenet_class_indices(classes) if n_outputs == 1000 else None
+    if mapped is not None:
+        log.info("mapping %d cache classes onto the ImageNet-1k outputs by WordNet id", len(classes))
+        return mapped
+    raise ForcompError(
+        f"the model has {n_outputs} outputs but the cache has {len(classes)} classes; pass "
+        "class_indices (cache class i → model output index), or evaluate a model trained on these classes"
+    )
+
+
+def run_evaluation(
+    model: nn.Module | LoadedModel | str,
+    cache: str | os.PathLike[str],
+    *,
+    split: str = "val",
+    size: int | tuple[int, int] = 224,
+    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "imagenet",
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    limit: int | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    num_workers: int = 0,
+    progress: bool = False,
+    bootstrap: int = 1000,
+    ig_steps: int = 16,
+    gradcam_layer: str | None = None,
+    class_indices: Sequence[int] | None = None,
+    n_examples: int = 6,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Evaluation:
+    """Like :func:`evaluate`, also returning attribution examples for the plots."""
+    _validate(batch_size, limit, methods, size)
+    if bootstrap < 1:
+        raise ValueError(f"bootstrap must be >= 1 resamples, got {bootstrap}")
+    if isinstance(model, str):
+        loaded = load_model(model, weights_dir=weights_dir)
+    elif isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, nn.Module):
+        loaded = wrap_module(model)
+    else:
+        raise TypeError(
+            f"model must be an nn.Module, a LoadedModel or a spec string, got {type(model).__name__}"
+        )
+    norm = resolve_normalize(normalize, loaded)
+    net = loaded.model
+    dev = torch.device(device) if device is not None else _model_device(net)
+    net.to(dev)
+    was_training = net.training
+    net.eval()
+    cache = Path(cache)
+    if not cache.is_dir():
+        raise CacheFormatError(
+            f"cache {cache} does not exist (build one with `forcomp build SOURCE {cache}`)"
+        )
+
+    grid = EvaluationGrid.default()
+    t0 = time.perf_counter()
+    first = _make_dataset(cache, split, size, grid.background[0], seed)
+    n_total = len(first)
+    if n_total == 0:
+        raise CacheFormatError(
+            f"cache {cache} has no {split} items (expected {cache}/{split}/foregrounds/<class>/*.WEBP); "
+            f"build the split with `forcomp build SOURCE {cache} --split {split}`"
+        )
+    classes = list(first.classes)
+    indices = _subset(n_total, limit, seed)
+    n_images = n_total if indices is None else len(indices)
+
+    if norm is not None:
+        mean = torch.tensor(norm[0], device=dev).view(1, -1, 1, 1)
+        std = torch.tensor(norm[1], device=dev).view(1, -1, 1, 1)
+
+        def prep(x: Tensor) -> Tensor:
+            return (x.float() - mean) / std
+    else:
+
+        def prep(x: Tensor) -> Tensor:
+            return x.float()
+
+    out_index: list[int] | None = None
+    mapped: Tensor | None = None
+    attributor = Attributor(net, tuple(methods), ig_steps=ig_steps, gradcam_layer=gradcam_layer)
+
+    correct: dict[str, Tensor] = {}
+    focus: dict[str, list[Tensor]] = {m: [] for m in methods}
+    examples: dict[str, list[Tensor]] = {"images": [], "labels": [], "masks": []}
+    example_maps: dict[str, list[Tensor]] = {m: [] for m in methods}
+    n_batches = math.ceil(n_images / batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_batches * len(grid), desc="forcomp evaluate", unit="batch")
+
+    for cond in grid:
+        ds = first if cond == grid.background[0] else _make_dataset(cache, split, size, cond, seed)
+        hits: list[Tensor] = []
+        for images, labels, masks in _batches(ds, indices, batch_size, num_workers, dev):
+            x = prep(images)
+            with torch.no_grad():
+                logits = net(x)
+            if out_index is None and mapped is None:
+                out_index = _class_indices(logits.shape[1], classes, class_indices)
+                mapped = torch.tensor(
+                    out_index if out_index is not None else [], dtype=torch.long, device=dev
+                )
+            if out_index is not None:
+                pred = mapped[logits[:, mapped].argmax(1)]
+                target = mapped[labels]
+            else:
+                pred, target = logits.argmax(1), labels
+            hits.append((pred == target).cpu())
+            if cond == grid.focus:
+                maps = attributor(x, target)
+                m = masks.float()
+                if m.dim() == 4:
+                    m = m[:, 0]
+                for method, a in maps.items():
+                    focus[method].append(focus_scores(a.detach(), m).cpu())
+                have = sum(t.shape[0] for t in examples["images"])
+                take = min(n_examples - have, images.shape[0])
+                if take > 0 and maps:
+                    examples["images"].append(images[:take].float().cpu())
+                    examples["labels"].append(labels[:take].cpu())
+                    examples["masks"].append(m[:take].cpu())
+                    for method, a in maps.items():
+                        example_maps[method].append(a[:take].detach().cpu())
+            if bar is not None:
+                bar.update(1)
+        correct[cond.name] = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+        log.info(
+            "%s: accuracy %.4f over %d images",
+            cond.name,
+            correct[cond.name].float().mean(),
+            len(correct[cond.name]),
+        )
+    if bar is not None:
+        bar.close()
+    net.train(was_training)
+
+    report = _build_report(
+        correct=correct,
+        focus={m: torch.cat(v) if v else torch.zeros(0) for m, v in focus.items()},
+        methods=tuple(methods),
+        unavailable=attributor.unavailable,
+        grid=grid,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    report.update(
+        {
+            "n_images": n_images,
+            "n_classes": len(classes),
+            "seed": seed,
+            "split": split,
+            "size": list(size) if isinstance(size, tuple) else size,
+            "normalize": None if norm is None else {"mean": list(norm[0]), "std": list(norm[1])},
+            "methods": list(methods),
+            "gradcam_layer": attributor.cam_target.name if attributor.cam_target is not None else None,
+            "class_indices": out_index,
+            "limit": limit,
+            "model": loaded.identity(),
+            "cache": cache_identity(cache, split, first),
+            "forcomp_version": _version(),
+            "runtime": {
+                "seconds": round(time.perf_counter() - t0, 3),
+                "device": str(dev),
+                "batch_size": batch_size,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+    )
+    ex = None
+    if examples["images"]:
+        maps = {m: torch.cat(v) for m, v in example_maps.items() if v}
+        ex_masks = torch.cat(examples["masks"])
+        ex = AttributionExamples(
+            images=torch.cat(examples["images"]),
+            labels=torch.cat(examples["labels"]),
+            masks=ex_masks,
+            maps=maps,
+            focus={m: focus_scores(a, ex_masks) for m, a in maps.items()},
+            classes=classes,
+        )
+    return Evaluation(report, ex)
+
+
+def evaluate(
+    model: nn.Module | LoadedModel | str,
+    cache: str | os.PathLike[str],
+    split: str = "val",
+    size: int | tuple[int, int] = 224,
+    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "imagenet",
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    limit: int | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    num_workers: int = 0,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Measure a classifier's background, foreground, center and size biases on a cache's val split.
+
+    Runs every controlled condition of :class:`~forcomp.metrics.grids.EvaluationGrid` (3 background
+    modes, 9 nonants, 8 sizes) on the same items with the same seed, plus attribution maps on the
+    ``all``-backgrounds condition, and returns the report of ``METRICS.md``.
+
+    Args:
+        model: An ``nn.Module`` returning logits, a :class:`LoadedModel`, or a SPEC string
+            (see :func:`forcomp.metrics.models.load_model`).
+        cache: Cache root (forcomp cache or ForNet release).
+        split: Which split to evaluate on.
+        size: Canvas size fed to the model.
+        normalize: ``"imagenet"``, ``"auto"`` (the model's own mean/std when known), ``None`` (feed
+            [0, 1] unchanged) or ``(mean, std)``.
+        device: Where recombination and the model run; ``None`` = the model's device.
+        batch_size: Images per batch (≥ 1).
+        seed: Recombination seed; the same seed gives the same report.
+        limit: Evaluate a seeded random subset of this many items (``None`` = all).
+        methods: Attribution methods for foreground focus; the first is the headline.
+        num_workers: DataLoader workers reading and decoding files.
+        progress: Show a tqdm progress bar.
+        **options: ``bootstrap`` (resamples, 1000), ``ig_steps`` (16), ``gradcam_layer`` (module
+            name), ``class_indices`` (cache class → model output), ``weights_dir``.
+
+    Returns:
+        The report dict (JSON-ready except that undefined scores are NaN floats; the report writer
+        stores them as ``null``). Score keys: ``accuracy``, ``background_robustness``, ``bg_gap``,
+        ``foreground_focus``, ``center_bias``, ``size_bias`` (each a dict with ``score`` and
+        ``ci95`` except ``accuracy``, a float with ``accuracy_ci95`` beside it).
+
+    Raises:
+        ValueError: Invalid ``batch_size``, ``limit``, ``normalize``, ``methods`` or ``size``.
+        ForcompError: Bad model spec, missing weights, missing or empty cache.
+
+    Example:
+        >>> report = forcomp.evaluate(model, "cache/", size=224, limit=500)  # doctest: +SKIP
+        >>> report["center_bias"]["grid"]  # doctest: +SKIP
+    """
+    return run_evaluation(
+        model,
+        cache,
+        split=split,
+        size=size,
+        normalize=normalize,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        limit=limit,
+        methods=methods,
+        num_workers=num_workers,
+        progress=progress,
+        **options,
+    ).report
+
+
+def _version() -> str:
+    from forcomp import __version__
+
+    return __version__
+
+
+def _f(t: Tensor | float) -> float:
+    v = float(t)
+    return v if math.isfinite(v) else float("nan")
+
+
+def _build_report(
+    *,
+    correct: dict[str, Tensor],
+    focus: dict[str, Tensor],
+    methods: tuple[str, ...],
+    unavailable: dict[str, str],
+    grid: EvaluationGrid,
+    seed: int,
+    bootstrap: int,
+) -> dict[str, Any]:
+    acc = {name: c.float().mean() if c.numel() else torch.tensor(float("nan")) for name, c in correct.items()}
+    point = {k: _f(f(acc)) for k, f in HEADLINES.items()}
+    g = torch.Generator().manual_seed(seed)
+    ci = paired_bootstrap(
+        correct,
+        {**HEADLINES, **{n: (lambda a, n=n: a[n]) for n in correct}},
+        resamples=bootstrap,
+        generator=g,
+    )
+    n = len(next(iter(correct.values())))
+    a = {k: _f(v) for k, v in acc.items()}
+
+    conditions = {c.name: {**c.to_dict(), "accuracy": a[c.name], "ci95": ci[c.name]} for c in grid}
+    bg = {m: a[f"bg={m}"] for m in ("orig", "same", "all")}
+    grid3 = [[a[f"nonant={3 * r + c}"] for c in range(3)] for r in range(3)]
+    curve = {c.name.split("=", 1)[1]: a[c.name] for c in grid.size}
+    small = [v for k, v in curve.items() if float(k) < 1.0]
+    large = [v for k, v in curve.items() if float(k) > 1.0]
+
+    method_reports: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        vals = focus.get(m, torch.zeros(0))
+        valid = vals[torch.isfinite(vals)]
+        if m in unavailable or valid.numel() == 0:
+            method_reports[m] = {
+                "score": float("nan"),
+                "ci95": [float("nan"), float("nan")],
+                "n_valid": int(valid.numel()),
+                "unavailable": unavailable.get(m, "no image had a non-zero attribution map"),
+            }
+            continue
+        method_reports[m] = {
+            "score": float(valid.double().mean()),
+            "ci95": bootstrap_mean(vals, resamples=bootstrap, generator=g),
+            "median": float(valid.double().median()),
+            "n_valid": int(valid.numel()),
+        }
+    head = methods[0]
+
+    return {
+        "schema": SCHEMA,
+        "accuracy": point["accuracy"],
+        "accuracy_ci95": ci["accuracy"],
+        "background_robustness": {
+            "score": point["background_robustness"],
+            "ci95": ci["background_robustness"],
+            "formula": "acc(all) / acc(same)",
+            "accuracy": bg,
+            "ratio_all_over_orig": point["background_robustness_orig"],
+            "ratio_all_over_orig_ci95": ci["background_robustness_orig"],
+            "n_images": n,
+        },
+        "bg_gap": {
+            "score": point["bg_gap"],
+            "ci95": ci["bg_gap"],
+            "unit": "percentage points",
+            "formula": "100 * (acc(same) - acc(all))",
+            "accuracy": {"same": bg["same"], "all": bg["all"]},
+            "n_images": n,
+        },
+        "foreground_focus": {
+            "score": method_reports[head]["score"],
+            "ci95": method_reports[head]["ci95"],
+            "method": head,
+            "formula": "mean over images of (sum(A*M) / sum(A)) / (sum(M) / |image|)",
+            "condition": grid.focus.name,
+            "methods": method_reports,
+            "n_images": n,
+        },
+        "center_bias": {
+            "score": point["center_bias"],
+            "ci95": ci["center_bias"],
+            "formula": "1 - mean(acc over the 8 outer cells) / acc(center cell)",
+            "grid": grid3,
+            "center": a[f"nonant={CENTER_CELL}"],
+            "corners": float(sum(a[f"nonant={k}"] for k in CORNER_CELLS) / 4),
+            "edges": float(sum(a[f"nonant={k}"] for k in EDGE_CELLS) / 4),
+            "corner_score": point["center_bias_corners"],
+            "corner_score_ci95": ci["center_bias_corners"],
+            "edge_score": point["center_bias_edges"],
+            "edge_score_ci95": ci["center_bias_edges"],
+            "background": "same",
+            "n_images": n,
+        },
+        "size_bias": {
+            "score": point["size_bias"],
+            "ci95": ci["size_bias"],
+            "formula": "1 - mean(acc over f < 1) / acc(f = 1)",
+            "curve": curve,
+            "reference": curve["1"],
+            "small_mean": float(sum(small) / len(small)) if small else float("nan"),
+            "large_mean": float(sum(large) / len(large)) if large else float("nan"),
+            "large_score": point["size_bias_large"],
+            "large_score_ci95": ci["size_bias_large"],
+            "large_formula": "1 - mean(acc over f > 1) / acc(f = 1)",
+            "background": "same",
+            "n_images": n,
+        },
+        "conditions": conditions,
+        "bootstrap": {"resamples": bootstrap, "interval": "percentile 95%", "paired_over_images": True},
+    }

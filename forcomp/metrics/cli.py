@@ -1,0 +1,115 @@
+"""``forcomp evaluate`` and ``forcomp compare`` (registered by :func:`add_commands`; parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_UNUSABLE = 0, 2
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the ``evaluate`` and ``compare`` subcommands on ``forcomp``'s subparsers."""
+    p = sub.add_parser(
+        "evaluate",
+        help="measure background/foreground/center/size bias of a classifier; writes report + plots",
+        description="Run the controlled recombinations of METRICS.md on a cache's val split and write "
+        "DIR/report.json, DIR/report.md and PNG plots.",
+    )
+    p.add_argument("--cache", type=Path, required=True, help="cache root (forcomp cache or ForNet release)")
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="torchvision or timm model name (weights from WEIGHTS/<name>.pth), or path/to/file.py:factory, "
+        "or package.module:factory",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("bias_report"), help="output directory (default: bias_report)"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available, else cpu)"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N items")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=None, help="input size (default: the model's own, else 224)")
+    p.add_argument(
+        "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["auto", "imagenet", "none"],
+        default="auto",
+        help="auto (default): the model's own mean/std when known, else ImageNet; none: feed [0, 1]",
+    )
+    p.add_argument(
+        "--methods",
+        default="input_x_gradient,gradcam",
+        help="attribution methods, comma-separated; the first is the headline "
+        "(input_x_gradient, integrated_gradients, gradcam)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading files")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--no-plots", action="store_true", help="write report.json/report.md only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="print the headline bias scores of several reports side by side")
+    c.add_argument("reports", nargs="+", type=Path, help="report directories (from forcomp evaluate --out)")
+    c.add_argument("--out", type=Path, default=None, help="also write a comparison plot (PNG)")
+    c.add_argument("--names", default=None, help="comma-separated column names (default: directory names)")
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from forcomp.metrics.bias import run_evaluation
+    from forcomp.metrics.models import load_model
+    from forcomp.metrics.report import write_report
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if not args.cache.is_dir():
+        print(f"forcomp evaluate: error: cache {args.cache} does not exist", file=sys.stderr)
+        return EXIT_UNUSABLE
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_model(args.model, weights_dir=args.weights)
+    size = args.size or loaded.input_size or 224
+    result = run_evaluation(
+        loaded,
+        args.cache,
+        split=args.split,
+        size=size,
+        normalize=None if args.normalize == "none" else args.normalize,
+        device=device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit=args.limit,
+        methods=methods,
+        num_workers=args.workers,
+        progress=not args.quiet,
+        bootstrap=args.bootstrap,
+        weights_dir=args.weights,
+    )
+    paths = write_report(result.report, args.out, result.examples, plots=not args.no_plots)
+    from forcomp.metrics.report import compare
+
+    print(compare([paths["json"]], names=[args.model]))
+    print(f"wrote {args.out}/ ({', '.join(p.name for p in paths.values())})")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from forcomp.metrics.report import compare
+
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    print(compare(args.reports, out=args.out, names=names))
+    if args.out is not None:
+        print(f"wrote {args.out}")
+    return EXIT_OK

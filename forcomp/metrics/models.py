@@ -1,0 +1,355 @@
+"""Load a classifier from a SPEC string, with the preprocessing it expects.
+
+SPEC forms (tried in this order):
+
+- ``path/to/file.py:factory`` or ``package.module:factory`` — ``factory()`` is called with no
+  arguments and must return an ``nn.Module`` (its weights are the factory's business).
+- ``torchvision/NAME`` or a bare torchvision model name (``resnet50``, ``vit_b_16``, …) — built with
+  random init (``weights=None``), then the state dict ``WEIGHTS/NAME.pth`` is loaded.
+- ``timm/NAME`` or a bare timm model name, tags allowed (``vit_small_patch16_224.augreg_in21k``) —
+  ``timm.create_model(NAME, pretrained=False)``, then ``WEIGHTS/NAME.pth`` (or ``NAME.safetensors``).
+
+``WEIGHTS`` is ``--weights DIR``, else ``$FORCOMP_WEIGHTS``, else ``./weights``. Nothing is ever
+downloaded. A checkpoint may be a bare state dict or a dict holding one under ``state_dict``,
+``model`` or ``model_ema``; a ``module.`` prefix (DDP) is stripped. If the classifier head's size
+differs from the default (a fine-tuned model), the model is rebuilt with that many classes.
+
+Preprocessing: the model's own mean/std when known (torchvision weights' transforms, timm's
+``resolve_data_config``, or a ``pretrained_cfg`` dict on a factory's module), else ImageNet's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from forcomp.errors import ForcompError, WeightsNotFoundError
+from forcomp.weights import ENV_VAR, resolve_weights_dir
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class ModelSpecError(ForcompError, ValueError):
+    """A model SPEC names no loadable model (bad path, missing factory, unknown name)."""
+
+
+@dataclass
+class LoadedModel:
+    """A classifier plus what is known about it.
+
+    Attributes:
+        model: The module, in eval mode, on the CPU.
+        spec: The SPEC it was loaded from.
+        source: ``"factory"``, ``"torchvision"``, ``"timm"`` or ``"module"`` (an ``nn.Module`` given directly).
+        weights: Checkpoint path, when one was loaded.
+        mean, std: The model's own normalisation, or ``None`` when unknown.
+        input_size: The model's native square input size, when known.
+    """
+
+    model: nn.Module
+    spec: str
+    source: str
+    weights: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-ready description for reports."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "spec": self.spec,
+            "source": self.source,
+            "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "weights": self.weights,
+            "n_parameters": int(n_params),
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "input_size": self.input_size,
+        }
+
+
+def wrap_module(model: nn.Module) -> LoadedModel:
+    """Describe an ``nn.Module`` handed over directly (preprocessing from ``pretrained_cfg`` if any)."""
+    mean, std, size = _cfg_normalisation(model)
+    return LoadedModel(
+        model, spec=type(model).__qualname__, source="module", mean=mean, std=std, input_size=size
+    )
+
+
+def load_model(spec: str, *, weights_dir: str | Path | None = None) -> LoadedModel:
+    """Load a classifier from ``spec`` (see module docstring).
+
+    Args:
+        spec: ``file.py:factory``, ``package.module:factory``, ``[torchvision/]NAME`` or ``[timm/]NAME``.
+        weights_dir: Directory of checkpoints (default: ``$FORCOMP_WEIGHTS`` or ``./weights``).
+
+    Returns:
+        The model in eval mode on the CPU, with its preprocessing.
+
+    Raises:
+        ModelSpecError: Unknown name, unreadable file, missing factory, factory not returning a module.
+        WeightsNotFoundError: The checkpoint for a torchvision/timm model is missing.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError("model spec is empty; give a torchvision/timm name or path/to/file.py:factory")
+    spec = spec.strip()
+    wdir = resolve_weights_dir(weights_dir)
+    if _is_factory_spec(spec):
+        loaded = _load_factory(spec)
+    elif spec.startswith("torchvision/"):
+        loaded = _load_torchvision(spec.split("/", 1)[1], wdir, spec)
+    elif spec.startswith("timm/"):
+        loaded = _load_timm(spec.split("/", 1)[1], wdir, spec)
+    elif _torchvision_has(spec):
+        loaded = _load_torchvision(spec, wdir, spec)
+    elif _timm_has(spec):
+        loaded = _load_timm(spec, wdir, spec)
+    else:
+        hint = (
+            "" if importlib.util.find_spec("timm") else " (timm is not installed: pip install forcomp[eval])"
+        )
+        raise ModelSpecError(
+            f"unknown model spec {spec!r}: not a torchvision or timm model name{hint} and not "
+            "'path/to/file.py:factory' or 'package.module:factory'"
+        )
+    loaded.model.eval()
+    log.info("loaded model %s (%s, weights=%s)", spec, loaded.source, loaded.weights)
+    return loaded
+
+
+def _is_factory_spec(spec: str) -> bool:
+    if ":" not in spec:
+        return False
+    left = spec.rsplit(":", 1)[0]
+    return not re.fullmatch(r"[A-Za-z]", left)  # "C:" alone is a drive letter, not a module
+
+
+def _load_factory(spec: str) -> LoadedModel:
+    left, name = spec.rsplit(":", 1)
+    if not name.isidentifier():
+        raise ModelSpecError(f"model spec {spec!r}: {name!r} is not a valid factory name")
+    if left.endswith(".py") or "/" in left or "\\" in left:
+        path = Path(left)
+        if not path.is_file():
+            raise ModelSpecError(f"model spec {spec!r}: file {path} does not exist")
+        mod_name = f"_forcomp_model_{abs(hash(str(path.resolve())))}"
+        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise ModelSpecError(f"model spec {spec!r}: cannot import {path}")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[mod_name] = module  # dataclasses and pickling look the module up by name
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[mod_name]
+            raise ModelSpecError(f"model spec {spec!r}: importing {path} failed: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(left)
+        except ImportError as e:
+            raise ModelSpecError(f"model spec {spec!r}: cannot import module {left!r}: {e}") from e
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ModelSpecError(f"model spec {spec!r}: {left} has no callable {name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            f"model spec {spec!r}: {name}() returned {type(model).__name__}, not an nn.Module"
+        )
+    mean, std, size = _cfg_normalisation(model)
+    return LoadedModel(model, spec=spec, source="factory", mean=mean, std=std, input_size=size)
+
+
+def _cfg_normalisation(
+    model: nn.Module,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, int | None]:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg:
+        size = cfg.get("input_size")
+        return tuple(cfg["mean"]), tuple(cfg["std"]), int(size[-1]) if size else None
+    return None, None, None
+
+
+def _torchvision_has(name: str) -> bool:
+    from torchvision import models
+
+    return name in models.list_models()
+
+
+def _timm_has(name: str) -> bool:
+    try:
+        import timm
+    except ImportError:
+        return False
+    return bool(timm.is_model(name))
+
+
+def _checkpoint_path(wdir: Path, name: str, spec: str) -> Path:
+    for ext in (".pth", ".pt", ".safetensors"):
+        if (wdir / f"{name}{ext}").is_file():
+            return wdir / f"{name}{ext}"
+    raise WeightsNotFoundError(
+        f"weights for model {spec!r} not found: expected {wdir / (name + '.pth')} (a state dict saved "
+        f"with torch.save(model.state_dict(), ...)). Put the file there, or pass --weights DIR / set "
+        f"${ENV_VAR}. forcomp never downloads weights."
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs safetensors: pip install safetensors") from e
+        sd: Any = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ForcompError(
+                f"cannot read weights {path}: {e}. Save a plain state dict: torch.save(model.state_dict(), path)"
+            ) from e
+    for key in ("state_dict", "model", "model_ema"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ForcompError(f"{path} does not hold a state dict (name → tensor)")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _head_classes(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
+    """Number of classes in ``sd`` if its classifier head's shape differs from ``model``'s."""
+    own = model.state_dict()
+    for key, value in reversed(list(sd.items())):
+        if key in own and value.dim() in (1, 2) and own[key].shape != value.shape:
+            return int(value.shape[0])
+    return None
+
+
+def _load_into(build: Any, sd: dict[str, torch.Tensor], path: Path, spec: str) -> nn.Module:
+    model = build(None)
+    n = _head_classes(model, sd)
+    if n is not None:
+        log.info("%s: checkpoint has %d classes; rebuilding the head", spec, n)
+        model = build(n)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ForcompError(f"weights {path} do not fit model {spec!r}: {str(e).splitlines()[0]}") from e
+    return model
+
+
+def _load_torchvision(name: str, wdir: Path, spec: str) -> LoadedModel:
+    from torchvision import models
+
+    if name not in models.list_models():
+        raise ModelSpecError(f"model spec {spec!r}: {name!r} is not a torchvision model")
+    path = _checkpoint_path(wdir, name, spec)
+    sd = _read_state_dict(path)
+
+    def build(n: int | None) -> nn.Module:
+        return models.get_model(name, weights=None, **({"num_classes": n} if n else {}))
+
+    model = _load_into(build, sd, path, spec)
+    mean = std = size = None
+    try:
+        weights = list(models.get_model_weights(name))
+        if weights:
+            tf = weights[0].transforms()
+            mean, std = tuple(tf.mean), tuple(tf.std)
+            size = int(tf.crop_size[0])
+    except (ValueError, AttributeError, TypeError):  # models without a weights enum / transforms
+        pass
+    return LoadedModel(
+        model, spec=spec, source="torchvision", weights=str(path), mean=mean, std=std, input_size=size
+    )
+
+
+def _load_timm(name: str, wdir: Path, spec: str) -> LoadedModel:
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError as e:
+        raise ImportError(f"model spec {spec!r} needs timm: pip install forcomp[eval]") from e
+    if not timm.is_model(name):
+        raise ModelSpecError(f"model spec {spec!r}: {name!r} is not a timm model")
+    path = _checkpoint_path(wdir, name, spec)
+    sd = _read_state_dict(path)
+
+    def build(n: int | None) -> nn.Module:
+        return timm.create_model(name, pretrained=False, **({"num_classes": n} if n else {}))
+
+    model = _load_into(build, sd, path, spec)
+    cfg = resolve_data_config({}, model=model)
+    return LoadedModel(
+        model,
+        spec=spec,
+        source="timm",
+        weights=str(path),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        input_size=int(cfg["input_size"][-1]),
+    )
+
+
+def resolve_normalize(
+    normalize: str | tuple[Any, Any] | list[Any] | None, loaded: LoadedModel | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Turn the ``normalize`` argument into ``(mean, std)`` or ``None`` (feed [0, 1] unchanged).
+
+    ``"imagenet"`` → ImageNet statistics; ``"auto"`` → the model's own when known, else ImageNet;
+    ``None``/``"none"`` → no normalisation; ``(mean, std)`` → as given (3 values each).
+
+    Raises:
+        ValueError: Naming the parameter and the allowed values.
+    """
+    if normalize is None or (isinstance(normalize, str) and normalize.lower() == "none"):
+        return None
+    if isinstance(normalize, str):
+        key = normalize.lower()
+        if key == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        if key == "auto":
+            if loaded is not None and loaded.mean is not None and loaded.std is not None:
+                return tuple(loaded.mean), tuple(loaded.std)
+            return IMAGENET_MEAN, IMAGENET_STD
+        raise ValueError(
+            f"normalize must be 'imagenet', 'auto', None/'none' or (mean, std); got {normalize!r}"
+        )
+    if isinstance(normalize, tuple | list) and len(normalize) == 2:
+        mean, std = (tuple(float(v) for v in normalize[0]), tuple(float(v) for v in normalize[1]))
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"normalize=(mean, std) needs 3 values each and std > 0; got {normalize!r}")
+        return mean, std
+    raise ValueError(f"normalize must be 'imagenet', 'auto', None/'none' or (mean, std); got {normalize!r}")
+
+
+def imagenet_class_indices(classes: list[str]) -> list[int] | None:
+    """Positions of WordNet ids in the standard ImageNet-1k output order (needs timm), else ``None``."""
+    if not classes or not all(re.fullmatch(r"n\d{8}", c) for c in classes):
+        return None
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError:
+        return None
+    order = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+    if not all(c in order for c in classes):
+        return None
+    return [order[c] for c in classes]

@@ -1,0 +1,191 @@
+"""Report plots (matplotlib, Agg backend): center-bias heat map, size curve, background bars,
+attribution strip, and a comparison of several reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PLOT_FILES = {
+    "center_bias": "center_bias.png",
+    "size_curve": "size_curve.png",
+    "background": "background.png",
+    "attribution": "attribution_examples.png",
+}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _nan(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and v is not None else float("nan")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_center_bias(report: dict[str, Any], path: Path) -> Path:
+    """3×3 heat map of accuracy with the object in each cell."""
+    plt = _plt()
+    cb = report["center_bias"]
+    grid = [[_nan(v) for v in row] for row in cb["grid"]]
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
+    for r in range(3):
+        for c in range(3):
+            v = grid[r][c]
+            ax.text(
+                c,
+                r,
+                "n/a" if math.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                color="white" if not math.isnan(v) and v < 0.6 else "black",
+                fontsize=11,
+            )
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(f"accuracy by position\ncenter bias = {_nan(cb['score']):.3f}", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path)
+
+
+def plot_size_curve(report: dict[str, Any], path: Path) -> Path:
+    """Accuracy versus object-area factor (log x axis), with the f = 1 reference marked."""
+    plt = _plt()
+    sb = report["size_bias"]
+    xs = [float(k) for k in sb["curve"]]
+    ys = [_nan(v) for v in sb["curve"].values()]
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    ax.plot(xs, ys, "o-", color="tab:blue")
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("object area factor f")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"size bias = {_nan(sb['score']):.3f}", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_background(report: dict[str, Any], path: Path) -> Path:
+    """Accuracy per background mode with bootstrap 95% error bars."""
+    plt = _plt()
+    modes = ("orig", "same", "all")
+    conds = report.get("conditions", {})
+    acc = [_nan(report["background_robustness"]["accuracy"][m]) for m in modes]
+    lo, hi = [], []
+    for m, a in zip(modes, acc, strict=True):
+        ci = conds.get(f"bg={m}", {}).get("ci95") or [a, a]
+        lo.append(max(0.0, a - _nan(ci[0])) if ci[0] is not None else 0.0)
+        hi.append(max(0.0, _nan(ci[1]) - a) if ci[1] is not None else 0.0)
+    fig, ax = plt.subplots(figsize=(3.8, 3.2))
+    ax.bar(modes, acc, yerr=[lo, hi], capsize=4, color=["tab:gray", "tab:green", "tab:orange"])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1 accuracy")
+    br = report["background_robustness"]["score"]
+    gap = report["bg_gap"]["score"]
+    ax.set_title(f"background robustness = {_nan(br):.3f}\nBG-gap = {_nan(gap):.1f} p.p.", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_attribution_examples(examples: Any, path: Path, classes: Sequence[str] = ()) -> Path:
+    """One row per example: image | mask | one attribution map per method (with its focus)."""
+    plt = _plt()
+    methods = list(examples.maps)
+    n = examples.images.shape[0]
+    cols = 2 + len(methods)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    for i in range(n):
+        img = examples.images[i].clamp(0, 1).permute(1, 2, 0).numpy()
+        label = int(examples.labels[i])
+        name = classes[label] if label < len(classes) else str(label)
+        axes[i][0].imshow(img)
+        axes[i][0].set_title(name if i else f"image\n{name}", fontsize=8)
+        axes[i][1].imshow(examples.masks[i].numpy(), cmap="gray", vmin=0, vmax=1)
+        if i == 0:
+            axes[i][1].set_title("mask", fontsize=8)
+        for j, m in enumerate(methods):
+            a = examples.maps[m][i]
+            a = a / a.max() if float(a.max()) > 0 else a
+            ax = axes[i][2 + j]
+            ax.imshow(img, alpha=0.35)
+            ax.imshow(a.numpy(), cmap="inferno", alpha=0.75, vmin=0, vmax=1)
+            f = float(examples.focus[m][i])
+            txt = f"focus {f:.2f}" if math.isfinite(f) else "focus n/a"
+            ax.set_title(f"{m}\n{txt}" if i == 0 else txt, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    return _save(fig, path)
+
+
+def render_report_plots(report: dict[str, Any], out: Path, examples: Any = None) -> dict[str, Path]:
+    """Write all report plots into ``out``; returns ``{name: path}``."""
+    out = Path(out)
+    paths = {
+        "center_bias": plot_center_bias(report, out / PLOT_FILES["center_bias"]),
+        "size_curve": plot_size_curve(report, out / PLOT_FILES["size_curve"]),
+        "background": plot_background(report, out / PLOT_FILES["background"]),
+    }
+    if examples is not None and examples.maps:
+        classes = examples.classes or report.get("cache", {}).get("classes") or []
+        paths["attribution"] = plot_attribution_examples(examples, out / PLOT_FILES["attribution"], classes)
+    return paths
+
+
+def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> Path:
+    """Grouped bars of the headline scores (one panel per metric) plus the size curves."""
+    from forcomp.metrics.report import HEADLINE_ROWS, headline
+
+    plt = _plt()
+    n_panels = len(HEADLINE_ROWS) + 1
+    fig, axes = plt.subplots(1, n_panels, figsize=(2.6 * n_panels, 3.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, label, _, better) in zip(axes, HEADLINE_ROWS, strict=False):
+        vals, errs_lo, errs_hi = [], [], []
+        for r in reports:
+            s, ci = headline(r, key)
+            s = float("nan") if s is None else s
+            vals.append(s)
+            ok = ci and all(isinstance(c, int | float) for c in ci) and math.isfinite(s)
+            errs_lo.append(max(0.0, s - ci[0]) if ok else 0.0)
+            errs_hi.append(max(0.0, ci[1] - s) if ok else 0.0)
+        ax.bar(
+            range(len(reports)),
+            vals,
+            yerr=[errs_lo, errs_hi],
+            capsize=3,
+            color=[colors[i % len(colors)] for i in range(len(reports))],
+        )
+        ax.set_xticks(range(len(reports)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(label + {True: " ↑", False: " ↓", None: ""}[better], fontsize=9)
+        ax.axhline(0, color="black", lw=0.5)
+    ax = axes[-1]
+    for i, (r, name) in enumerate(zip(reports, names, strict=True)):
+        curve = r.get("size_bias", {}).get("curve", {})
+        ax.plot(
+            [float(k) for k in curve],
+            [_nan(v) for v in curve.values()],
+            "o-",
+            ms=3,
+            color=colors[i % len(colors)],
+            label=name,
+        )
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("accuracy vs size", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

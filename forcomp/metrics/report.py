@@ -1,0 +1,241 @@
+"""Write a bias report (``report.json``, ``report.md``, PNG plots) and compare several reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forcomp.errors import ForcompError
+
+log = logging.getLogger(__name__)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+# (key, label, how to read, higher is better?)
+HEADLINE_ROWS: tuple[tuple[str, str, str, bool | None], ...] = (
+    ("accuracy", "Accuracy (orig)", "top-1 on each object's own background", True),
+    (
+        "background_robustness",
+        "Background robustness",
+        "acc(all)/acc(same); 1 = background class irrelevant",
+        True,
+    ),
+    ("bg_gap", "BG-gap [p.p.]", "acc(same) − acc(all); 0 = no reliance on background", False),
+    (
+        "foreground_focus",
+        "Foreground focus",
+        "attribution share on object / object's area share; 1 = chance",
+        True,
+    ),
+    ("center_bias", "Center bias", "1 − mean(outer cells)/center; 0 = position irrelevant", False),
+    ("size_bias", "Size bias", "1 − mean(acc f<1)/acc(f=1); 0 = small objects fine", False),
+)
+
+
+class ReportNotFoundError(ForcompError, FileNotFoundError):
+    """A directory given to ``compare`` holds no ``report.json``."""
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf → ``None``, tuples → lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def headline(report: dict[str, Any], key: str) -> tuple[float | None, list[float | None] | None]:
+    """``(score, ci95)`` of a headline key (``accuracy`` is a bare float)."""
+    value = report.get(key)
+    if key == "accuracy":
+        return _num(value), report.get("accuracy_ci95")
+    if isinstance(value, dict):
+        return _num(value.get("score")), value.get("ci95")
+    return None, None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(float(v)) else None
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    v = _num(v)
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _fmt_ci(ci: Any, digits: int = 3) -> str:
+    if not ci or any(_num(c) is None for c in ci):
+        return "n/a"
+    return f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
+    """The human-readable report."""
+    m = report.get("model", {})
+    c = report.get("cache", {})
+    lines = [
+        "# forcomp bias report",
+        "",
+        f"- model: `{m.get('spec')}` ({m.get('source')}, weights: `{m.get('weights')}`)",
+        f"- cache: `{c.get('path')}` split `{report.get('split')}` — {report.get('n_images')} images, "
+        f"{report.get('n_classes')} classes",
+        f"- seed {report.get('seed')}, input size {report.get('size')}, normalize {report.get('normalize')}, "
+        f"forcomp {report.get('forcomp_version')}",
+        "",
+        "## Headline scores (bootstrap 95% interval)",
+        "",
+        "| metric | score | 95% CI | how to read |",
+        "|---|---|---|---|",
+    ]
+    for key, label, how, _ in HEADLINE_ROWS:
+        score, ci = headline(report, key)
+        digits = 1 if key == "bg_gap" else 3
+        lines.append(f"| {label} | {_fmt(score, digits)} | {_fmt_ci(ci, digits)} | {how} |")
+
+    br = report.get("background_robustness", {})
+    acc = br.get("accuracy", {})
+    lines += [
+        "",
+        "## Background robustness and BG-gap",
+        "",
+        f"acc(orig) = {_fmt(acc.get('orig'))}, acc(same) = {_fmt(acc.get('same'))}, acc(all) = {_fmt(acc.get('all'))}.",
+        f"Ratio acc(all)/acc(orig) (alternative denominator) = {_fmt(br.get('ratio_all_over_orig'))}.",
+    ]
+    ff = report.get("foreground_focus", {})
+    lines += [
+        "",
+        f"## Foreground focus (condition `{ff.get('condition')}`; headline method `{ff.get('method')}`)",
+        "",
+    ]
+    lines += ["| method | mean focus | 95% CI | median | images with a map |", "|---|---|---|---|---|"]
+    for name, r in ff.get("methods", {}).items():
+        if r.get("unavailable"):
+            lines.append(f"| {name} | n/a | n/a | n/a | {r.get('n_valid')} — {r['unavailable']} |")
+        else:
+            lines.append(
+                f"| {name} | {_fmt(r.get('score'))} | {_fmt_ci(r.get('ci95'))} | {_fmt(r.get('median'))} | {r.get('n_valid')} |"
+            )
+    cb = report.get("center_bias", {})
+    lines += ["", "## Center bias: accuracy with the object in each cell (background `same`)", ""]
+    lines += ["| | left | middle | right |", "|---|---|---|---|"]
+    for name, row in zip(("top", "middle", "bottom"), cb.get("grid", []), strict=False):
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")
+    lines += [
+        "",
+        f"center {_fmt(cb.get('center'))}, corners {_fmt(cb.get('corners'))} (score {_fmt(cb.get('corner_score'))}), "
+        f"edge-middles {_fmt(cb.get('edges'))} (score {_fmt(cb.get('edge_score'))}).",
+    ]
+    sb = report.get("size_bias", {})
+    curve = sb.get("curve", {})
+    lines += ["", "## Size bias: accuracy versus object-area factor (background `same`)", ""]
+    lines += ["| factor | " + " | ".join(curve) + " |", "|---" * (len(curve) + 1) + "|"]
+    lines.append("| accuracy | " + " | ".join(_fmt(v) for v in curve.values()) + " |")
+    lines += [
+        "",
+        f"mean below 1: {_fmt(sb.get('small_mean'))}; at 1: {_fmt(sb.get('reference'))}; mean above 1: "
+        f"{_fmt(sb.get('large_mean'))} (large-side score {_fmt(sb.get('large_score'))}, 95% CI {_fmt_ci(sb.get('large_score_ci95'))}).",
+    ]
+    conds = report.get("conditions", {})
+    if conds:
+        lines += ["", "## All conditions", "", "| condition | accuracy | 95% CI |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v.get('accuracy'))} | {_fmt_ci(v.get('ci95'))} |" for k, v in conds.items()]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    report: dict[str, Any], out_dir: str | os.PathLike[str], examples: Any = None, *, plots: bool = True
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (with matplotlib) the PNG plots into ``out_dir``.
+
+    Args:
+        report: The dict from :func:`forcomp.evaluate`.
+        out_dir: Created if missing.
+        examples: :class:`~forcomp.metrics.bias.AttributionExamples` for the attribution strip.
+        plots: Also render PNGs.
+
+    Returns:
+        ``{"json": path, "markdown": path, <plot name>: path, ...}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if plots:
+        from forcomp.metrics.plots import render_report_plots
+
+        written.update(render_report_plots(report, out, examples))
+    json_path = out / REPORT_JSON
+    json_path.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    md_path = out / REPORT_MD
+    md_path.write_text(format_markdown(report, [str(p) for p in written.values()]), encoding="utf-8")
+    log.info("wrote %s and %s", json_path, md_path)
+    return {"json": json_path, "markdown": md_path, **written}
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a report from a directory (its ``report.json``) or a JSON file."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() != ".json":
+        p = p / REPORT_JSON
+    if not p.is_file():
+        raise ReportNotFoundError(f"no report at {p}; run `forcomp evaluate ... --out {p.parent}` first")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ForcompError(f"{p} is not valid JSON: {e}") from e
+
+
+def compare(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> str:
+    """Headline scores of several reports side by side (a plain-text table); optionally a PNG plot.
+
+    Args:
+        paths: Report directories (or ``report.json`` files).
+        out: Write a grouped bar chart of the headline scores there.
+        names: Column names (default: each directory's name).
+
+    Returns:
+        The table, one row per metric, one column per report, arrows saying which way is better.
+    """
+    if not paths:
+        raise ValueError("compare needs at least one report directory")
+    reports = [load_report(p) for p in paths]
+    cols = list(names) if names else [_run_name(Path(p)) for p in paths]
+    if len(cols) != len(reports):
+        raise ValueError(f"names must give one name per report ({len(reports)}), got {len(cols)}")
+    width = max(12, *(len(c) for c in cols)) + 2
+    label_w = max(len(label) for _, label, _, _ in HEADLINE_ROWS) + 4
+    rows = ["".join([f"{'metric':<{label_w}}", *(f"{c:>{width}}" for c in cols)])]
+    for key, label, _, better in HEADLINE_ROWS:
+        arrow = {True: " ↑", False: " ↓", None: ""}[better]
+        cells = []
+        for r in reports:
+            score, ci = headline(r, key)
+            digits = 1 if key == "bg_gap" else 3
+            cells.append(f"{_fmt(score, digits):>{width}}")
+        rows.append(f"{label + arrow:<{label_w}}" + "".join(cells))
+    rows.append(f"{'images':<{label_w}}" + "".join(f"{r.get('n_images', 'n/a')!s:>{width}}" for r in reports))
+    table = "\n".join(rows)
+    if out is not None:
+        from forcomp.metrics.plots import plot_comparison
+
+        plot_comparison(reports, cols, Path(out))
+    return table
+
+
+def _run_name(p: Path) -> str:
+    return (p.parent if p.is_file() or p.suffix == ".json" else p).name or str(p)

@@ -1,0 +1,217 @@
+"""End-to-end bias metrics on the synthetic colour cache with hand-built, known-biased models.
+
+The four models (``biased_models.py``): ``invariant`` (sees any object anywhere), ``center``
+(object colours in the central window only), ``border`` (background colours in an outer ring only:
+a pure background model), ``large`` (needs the object to cover >= 10% of the image). Every metric
+must single out the model built to have that bias, by a clear margin, and leave ``invariant`` clean.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import biased_models
+import pytest
+import torch
+from colour_cache import EVAL_SIZE, make_colour_cache
+from torch import nn
+
+import forcomp
+from forcomp.errors import CacheFormatError, ForcompError
+from forcomp.metrics.bias import evaluate, run_evaluation
+
+HEADLINE_KEYS = ("background_robustness", "foreground_focus", "center_bias", "size_bias", "bg_gap")
+
+
+def score(reports: dict, model: str, key: str) -> float:
+    return reports[model][key]["score"]
+
+
+def test_background_robustness_and_bg_gap_single_out_the_background_model(biased_reports) -> None:
+    br = {m: score(biased_reports, m, "background_robustness") for m in biased_reports}
+    gap = {m: score(biased_reports, m, "bg_gap") for m in biased_reports}
+    assert br["invariant"] == pytest.approx(1.0) and gap["invariant"] == pytest.approx(0.0)
+    assert br["border"] < 0.5  # on a random class's background it is at chance
+    assert br["border"] < min(v for m, v in br.items() if m != "border") - 0.4
+    assert gap["border"] > 50.0 and all(abs(v) < 15.0 for m, v in gap.items() if m != "border")
+    acc = biased_reports["border"]["background_robustness"]["accuracy"]
+    assert acc["orig"] == 1.0 and acc["same"] == 1.0 and acc["all"] < 0.5
+
+
+def test_foreground_focus_singles_out_the_background_model(biased_reports) -> None:
+    for method in ("input_x_gradient", "gradcam"):
+        ff = {m: r["foreground_focus"]["methods"][method]["score"] for m, r in biased_reports.items()}
+        assert ff["border"] < 0.5, (method, ff)  # looks away from the object
+        assert all(v > 2.0 for m, v in ff.items() if m != "border"), (method, ff)  # concentrate on it
+    assert biased_reports["invariant"]["foreground_focus"]["score"] == pytest.approx(
+        biased_reports["invariant"]["foreground_focus"]["methods"]["input_x_gradient"]["score"]
+    )
+
+
+def test_center_bias_singles_out_the_center_model(biased_reports) -> None:
+    cb = {m: score(biased_reports, m, "center_bias") for m in biased_reports}
+    assert cb["center"] > 0.6
+    assert cb["center"] > max(v for m, v in cb.items() if m != "center") + 0.5
+    assert abs(cb["invariant"]) < 0.05 and abs(cb["border"]) < 0.05
+    grid = biased_reports["center"]["center_bias"]["grid"]
+    assert (
+        grid[1][1] > 0.9
+        and max(v for r, row in enumerate(grid) for c, v in enumerate(row) if (r, c) != (1, 1)) < 0.3
+    )
+    r = biased_reports["center"]["center_bias"]
+    assert r["corner_score"] > 0.6 and r["edge_score"] > 0.6
+
+
+def test_size_bias_singles_out_the_large_object_model(biased_reports) -> None:
+    sb = {m: score(biased_reports, m, "size_bias") for m in biased_reports}
+    assert sb["large"] > 0.4
+    assert sb["large"] == max(sb.values()) and sb["large"] > sb["center"] + 0.15
+    assert sb["large"] > sb["invariant"] + 0.4 and abs(sb["invariant"]) < 0.05 and abs(sb["border"]) < 0.05
+    curve = biased_reports["large"]["size_bias"]["curve"]
+    assert curve["0.1"] == pytest.approx(0.25) and curve["2"] == pytest.approx(1.0)  # chance → perfect
+    assert biased_reports["large"]["size_bias"]["large_score"] < 0  # larger than natural helps it
+
+
+def test_report_structure_and_intervals(biased_reports) -> None:
+    r = biased_reports["center"]
+    assert (
+        isinstance(r["accuracy"], float) and r["accuracy"] == r["background_robustness"]["accuracy"]["orig"]
+    )
+    assert r["n_images"] == 32 and r["seed"] == 0 and r["forcomp_version"] == forcomp.__version__
+    assert r["model"]["class"].endswith("ColourWindowNet") and r["cache"]["n_items"] == 32
+    assert r["cache"]["classes"] == ["n00000001", "n00000002", "n00000003", "n00000004"]
+    for key in HEADLINE_KEYS:
+        s, (lo, hi) = r[key]["score"], r[key]["ci95"]
+        assert isinstance(s, float) and r[key]["n_images"] == 32
+        assert lo <= s <= hi, (key, s, lo, hi)
+    assert len(r["center_bias"]["grid"]) == 3 and all(len(row) == 3 for row in r["center_bias"]["grid"])
+    assert set(r["size_bias"]["curve"]) == {"0.1", "0.2", "0.3", "0.5", "0.7", "1", "1.5", "2"}
+    assert set(r["foreground_focus"]["methods"]) == {"input_x_gradient", "gradcam"}
+    assert r["gradcam_layer"] == "window" and len(r["conditions"]) == 20
+    assert r["conditions"]["nonant=4"]["accuracy"] == r["center_bias"]["grid"][1][1]
+
+
+def test_deterministic_for_a_seed(colour_cache: Path) -> None:
+    def run(seed: int) -> dict:
+        r = evaluate(
+            biased_models.center(),
+            colour_cache,
+            size=EVAL_SIZE,
+            normalize=None,
+            batch_size=8,
+            seed=seed,
+            limit=12,
+            methods=("input_x_gradient",),
+            bootstrap=100,
+        )
+        r.pop("runtime")
+        return r
+
+    a, b, c = run(3), run(3), run(4)
+    assert a == b
+    assert a["n_images"] == 12 and a["limit"] == 12
+    assert a["foreground_focus"]["score"] != c["foreground_focus"]["score"]  # other draws
+
+
+def test_normalize_none_equals_identity_normalisation(colour_cache: Path) -> None:
+    kw = dict(size=EVAL_SIZE, batch_size=8, seed=1, limit=6, methods=("input_x_gradient",), bootstrap=50)
+    a = evaluate(biased_models.invariant(), colour_cache, normalize=None, **kw)
+    b = evaluate(biased_models.invariant(), colour_cache, normalize=((0, 0, 0), (1, 1, 1)), **kw)
+    assert a["conditions"] == b["conditions"] and a["foreground_focus"] == b["foreground_focus"]
+    assert a["normalize"] is None and b["normalize"] == {"mean": [0, 0, 0], "std": [1, 1, 1]}
+
+
+class Padded(nn.Module):
+    """The invariant model's 4 logits placed at outputs 7, 2, 5, 0 of a 10-way head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = biased_models.invariant()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.inner(x)
+        out = torch.full((x.shape[0], 10), -1e3, device=x.device).to(z.dtype)
+        return out.index_copy(1, torch.tensor([7, 2, 5, 0], device=x.device), z)
+
+
+def test_class_indices_map_cache_classes_to_model_outputs(colour_cache: Path) -> None:
+    kw = dict(
+        size=EVAL_SIZE, normalize=None, batch_size=8, limit=8, methods=("input_x_gradient",), bootstrap=50
+    )
+    r = evaluate(Padded(), colour_cache, class_indices=[7, 2, 5, 0], **kw)
+    assert r["accuracy"] == 1.0 and r["class_indices"] == [7, 2, 5, 0]
+    with pytest.raises(ForcompError, match="class_indices"):
+        evaluate(Padded(), colour_cache, **kw)
+
+
+def test_vit_end_to_end(colour_cache: Path) -> None:
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=64)
+    ev = run_evaluation(
+        vit,
+        colour_cache,
+        size=64,
+        batch_size=4,
+        limit=4,
+        bootstrap=50,
+        methods=("input_x_gradient", "integrated_gradients", "gradcam"),
+        ig_steps=2,
+    )
+    methods = ev.report["foreground_focus"]["methods"]
+    assert all(math.isfinite(m["score"]) for m in methods.values()), methods
+    assert ev.report["gradcam_layer"].endswith("norm1")
+    assert ev.examples is not None and ev.examples.maps["gradcam"].shape == (4, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"limit": 0}, "limit"),
+        ({"normalize": "zscore"}, "normalize"),
+        ({"methods": ("saliency",)}, "methods"),
+        ({"size": 4}, "size"),
+    ],
+)
+def test_invalid_parameters(colour_cache: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        evaluate(biased_models.invariant(), colour_cache, **kwargs)
+
+
+def test_unusable_caches(tmp_path: Path) -> None:
+    with pytest.raises(CacheFormatError, match="does not exist"):
+        evaluate(biased_models.invariant(), tmp_path / "nope")
+    (tmp_path / "empty" / "val" / "foregrounds").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "backgrounds").mkdir(parents=True)
+    with pytest.raises(ForcompError, match="no foregrounds"):
+        evaluate(biased_models.invariant(), tmp_path / "empty")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_the_cpu_rankings(tmp_path: Path) -> None:
+    cache = make_colour_cache(tmp_path / "cache")
+    reports = {
+        name: evaluate(
+            build(),
+            cache,
+            size=EVAL_SIZE,
+            normalize=None,
+            device="cuda",
+            batch_size=32,
+            seed=0,
+            bootstrap=200,
+        )
+        for name, build in biased_models.MODELS.items()
+    }
+    assert reports["border"]["background_robustness"]["score"] < 0.5
+    assert reports["center"]["center_bias"]["score"] > 0.6
+    assert reports["large"]["size_bias"]["score"] > 0.4
+    assert (
+        reports["border"]["foreground_focus"]["score"]
+        < 0.5
+        < 2.0
+        < reports["invariant"]["foreground_focus"]["score"]
+    )
+    assert reports["invariant"]["runtime"]["device"] == "cuda"
