@@ -1,4 +1,4 @@
-"""The bias metrics of ``METRICS.md``: background robustness, BG-gap, foreground focus, center bias, size bias.
+"""The bias metrics of ``METRICS.md``: background robustness, BG-gap, foreground focus, center and size bias.
 
 One pass per controlled condition (:mod:`forcomp.metrics.grids`) streams the val items through the
 model batch by batch; only per-image correctness (one bool per image and condition) and per-image
@@ -224,10 +224,28 @@ def _validate(
         raise ValueError(f"size must be an int >= 8 or (h, w), got {size!r}")
 
 
-def _make_dataset(cache: Path, split: str, size: int | tuple[int, int], cond: Condition, seed: int) -> Any:
+def _make_dataset(
+    cache: Path,
+    split: str,
+    size: int | tuple[int, int],
+    cond: Condition,
+    seed: int,
+    recombine: dict[str, Any] | None = None,
+) -> Any:
     from forcomp.recombine.dataset import ForComp
 
-    return ForComp(cache, split=split, size=size, seed=seed, return_masks=True, **cond.recombine_kwargs())
+    return ForComp(
+        cache,
+        split=split,
+        size=size,
+        seed=seed,
+        return_masks=True,
+        **(recombine or {}),
+        **cond.recombine_kwargs(),
+    )
+
+
+_CONDITION_KEYS = frozenset({"background", "nonant", "size_factor", "split", "size", "seed", "return_masks"})
 
 
 def _subset(n: int, limit: int | None, seed: int) -> list[int] | None:
@@ -316,9 +334,16 @@ def run_evaluation(
     class_indices: Sequence[int] | None = None,
     n_examples: int = 6,
     weights_dir: str | os.PathLike[str] | None = None,
+    recombine: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Like :func:`evaluate`, also returning attribution examples for the plots."""
     _validate(batch_size, limit, methods, size)
+    clash = sorted(set(recombine or {}) & _CONDITION_KEYS)
+    if clash:
+        raise ValueError(
+            f"recombine may not set {clash}: the evaluation controls them; allowed are the other "
+            "ForComp settings (e.g. mask_smoothing_sigma, fg_scale_jitter, fg_size_mode)"
+        )
     if bootstrap < 1:
         raise ValueError(f"bootstrap must be >= 1 resamples, got {bootstrap}")
     if isinstance(model, str):
@@ -345,7 +370,7 @@ def run_evaluation(
 
     grid = EvaluationGrid.default()
     t0 = time.perf_counter()
-    first = _make_dataset(cache, split, size, grid.background[0], seed)
+    first = _make_dataset(cache, split, size, grid.background[0], seed, recombine)
     n_total = len(first)
     if n_total == 0:
         raise CacheFormatError(
@@ -383,7 +408,7 @@ def run_evaluation(
         bar = tqdm(total=n_batches * len(grid), desc="forcomp evaluate", unit="batch")
 
     for cond in grid:
-        ds = first if cond == grid.background[0] else _make_dataset(cache, split, size, cond, seed)
+        ds = first if cond == grid.background[0] else _make_dataset(cache, split, size, cond, seed, recombine)
         hits: list[Tensor] = []
         for images, labels, masks in _batches(ds, indices, batch_size, num_workers, dev):
             x = prep(images)
@@ -449,6 +474,7 @@ def run_evaluation(
             "gradcam_layer": attributor.cam_target.name if attributor.cam_target is not None else None,
             "class_indices": out_index,
             "limit": limit,
+            "recombine": dict(recombine or {}),
             "model": loaded.identity(),
             "cache": cache_identity(cache, split, first),
             "forcomp_version": _version(),
@@ -513,7 +539,9 @@ def evaluate(
         num_workers: DataLoader workers reading and decoding files.
         progress: Show a tqdm progress bar.
         **options: ``bootstrap`` (resamples, 1000), ``ig_steps`` (16), ``gradcam_layer`` (module
-            name), ``class_indices`` (cache class → model output), ``weights_dir``.
+            name), ``class_indices`` (cache class → model output), ``weights_dir``, ``recombine``
+            (other :class:`~forcomp.ForComp` settings for every condition, e.g.
+            ``{"mask_smoothing_sigma": 1.0}`` for small canvases; ForNet's defaults otherwise).
 
     Returns:
         The report dict (JSON-ready except that undefined scores are NaN floats; the report writer

@@ -22,7 +22,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from forcomp.cache.reader import CacheReader, Part
 from forcomp.errors import CacheFormatError
-from forcomp.recombine.params import RecombineConfig, derive_seed, sample_params
+from forcomp.recombine.params import RecombineConfig, derive_seed, n_uniforms
 from forcomp.recombine.transform import Parts, Recombine
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class ForComp(Dataset):
         if self.config.orig_prob(0) > 0 or isinstance(orig_img_prob, str):
             if not self.reader.sources and self.orig_root is None:
                 raise ValueError(
-                    "orig_img_prob > 0 needs the source images: pass orig_root=SOURCE (a ForNet release has no index)"
+                    "orig_img_prob > 0 needs the source images: pass orig_root=SOURCE "
+                    "(a ForNet release has no index)"
                 )
         self._build_pools()
         self._recombine = Recombine(self.config, seed=seed if seed is not None else 0)
@@ -165,7 +166,8 @@ class ForComp(Dataset):
             missing = [k for k in self.keys if k not in self.bg_index]
             if missing:
                 raise CacheFormatError(
-                    f"background='orig' but {len(missing)} foreground(s) have no background, e.g. {missing[0]}"
+                    f"background='orig' but {len(missing)} foreground(s) have no background, "
+                    f"e.g. {missing[0]}"
                 )
         if not bgs and self.config.background != "orig":
             raise CacheFormatError(f"the {self.split} split has no backgrounds")
@@ -294,18 +296,14 @@ class ForComp(Dataset):
             "label": self.class_to_idx[part.cls],
             "orig": orig,
             "use_orig": use_orig,
-            "seed": int(torch.randint(0, 2**62, (1,), generator=g)),
+            "uniforms": torch.rand(n_uniforms(self.config), generator=g),
         }
 
     # ---- one sample: same kernel, B = 1 ----
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         sample = self.load_parts(index)
         parts = collate_parts([sample])
-        g = torch.Generator().manual_seed(sample["seed"])
-        params = sample_params(
-            parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, self.size, self.config, generator=g
-        )
-        images, masks = self._recombine(parts, params)
+        images, masks = self._recombine(parts)  # the item's own draws: ds[i] equals item i of a loader batch
         image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
         label: Any = sample["label"]
         if self.target_transform is not None:
@@ -401,4 +399,7 @@ def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
         if has_orig
         else None,
         use_orig=torch.tensor([s["use_orig"] for s in samples], dtype=torch.bool) if has_orig else None,
+        uniforms=torch.stack([s["uniforms"] for s in samples])
+        if all("uniforms" in s for s in samples)
+        else None,
     )

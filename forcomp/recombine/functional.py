@@ -1,41 +1,68 @@
 """All pixels of the recombination, no randomness: one batched paste kernel.
 
-``composite`` places each foreground with one batched affine ``grid_sample`` (per-sample scale and
-translation), anti-aliases when shrinking (per-sample Gaussian pre-blur), feathers the alpha edge
-(per-sample Gaussian, then ForNet's ``2a - 1`` re-hardening) and alpha-blends onto the background.
-No Python loop over the batch, no ``.item()``: it runs on the batch's device and under
-``torch.compile``.
+The placement is an axis-aligned scale and translation per sample, so it is *separable*: each
+foreground is resampled onto the canvas as ``Ry @ fg @ Rxᵀ`` with per-sample resampling matrices
+``Ry (B, H, Hf)`` and ``Rx (B, W, Wf)`` (two batched matmuls). The matrices hold a triangle
+filter whose support widens with the shrink factor — bilinear when enlarging, anti-aliased like
+PIL's ``resize`` when shrinking — and zero columns for the foreground's padding. Edge feathering is
+the same trick with per-sample Gaussian matrices on the pasted alpha, then ForNet's ``2a - 1``
+re-hardening; alpha blending is premultiplied. No Python loop over the batch, no ``.item()``: it
+runs on the batch's device (matmuls are what CPUs and GPUs do fastest) and under ``torch.compile``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from forcomp.recombine.params import RecombineParams
 
-MAX_AA_SIGMA = 2.0
 
+def resample_matrix(
+    n_out: int, n_pad: int, n_valid: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample 1-D resampling matrices ``(B, n_out, n_pad)``.
 
-def gaussian_blur_batched(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Blur each sample of ``x`` ``(B, C, H, W)`` with its own ``sigma`` ``(B,)``; kernel ``2 * radius + 1``.
-
-    A sigma near 0 gives (numerically) the identity. Separable, one grouped convolution per axis.
+    Source pixels ``[0, n_valid)`` (of a row padded to ``n_pad``) are mapped onto output pixels
+    ``[start, start + length)`` (floats, output pixel units; may leave the canvas). Each row holds
+    the weights of a triangle filter of half-width ``max(1, n_valid / length)`` source pixels
+    (bilinear when enlarging, area-like anti-aliasing when shrinking), normalised as if the source
+    continued past its edges, so the object's border fades over one output pixel as with
+    zero padding, and padding columns are zero.
     """
-    if radius <= 0:
-        return x
-    B, C, H, W = x.shape
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
-    k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
-    k = k / k.sum(1, keepdim=True)  # (B, K)
-    k = k.repeat_interleave(C, 0)  # (B*C, K)
-    y = x.reshape(1, B * C, H, W)
-    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), k[:, None, :, None], groups=B * C)
-    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="replicate"), k[:, None, None, :], groups=B * C)
-    return y.reshape(B, C, H, W)
+    dev, dt = start.device, start.dtype
+    step = n_valid / length  # source pixels per output pixel
+    half = step.clamp_min(1.0)
+    u = torch.arange(n_out, device=dev, dtype=dt) + 0.5
+    s = (u[None, :] - start[:, None]) * step[:, None]  # (B, n_out) source coordinate of each output centre
+    j = torch.arange(n_pad, device=dev, dtype=dt) + 0.5
+    w = (1 - (j[None, None, :] - s[:, :, None]).abs() / half[:, None, None]).clamp_min(0)
+    # Normaliser of an unbounded source, sum_j tri((j + 0.5 - s) / r) over all integers j, in closed
+    # form (arithmetic series on each side of s): exact, and no data-dependent shapes.
+    d0 = torch.ceil(s - 0.5) + 0.5 - s  # distance to the first sample at or right of s, in [0, 1)
+    r = half[:, None]
+    norm = _tri_side_sum(d0, r) + _tri_side_sum(1 - d0, r)
+    w = w / norm[:, :, None].clamp_min(1e-6)
+    return w * (j[None, None, :] < n_valid[:, None, None]).to(dt)
+
+
+def gaussian_matrix(n: int, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Per-sample Gaussian blur matrices ``(B, n, n)`` truncated at ``radius``; rows sum to 1.
+
+    Rows near the edges are renormalised over the pixels that exist, so a constant stays constant
+    (an object touching the canvas edge is not faded there).
+    """
+    dev, dt = sigma.device, sigma.dtype
+    i = torch.arange(n, device=dev, dtype=dt)
+    d = i[:, None] - i[None, :]
+    s = sigma.clamp_min(1e-3)[:, None, None]
+    k = torch.exp(-0.5 * (d[None] / s) ** 2) * (d.abs() <= radius)[None].to(dt)
+    return k / k.sum(-1, keepdim=True)
+
+
+def _tri_side_sum(first: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Sum of ``1 - d / r`` over the samples ``d = first, first + 1, ...`` with ``d < r``."""
+    n = torch.ceil(r - first).clamp_min(0)
+    return n - (n * first + n * (n - 1) / 2) / r
 
 
 def composite(
@@ -53,7 +80,7 @@ def composite(
         fg_hw: ``(B, 2)`` valid height, width of each foreground inside the padding.
         bg: ``(B, 3, H, W)`` backgrounds (the output canvas), same dtype family as ``fg``.
         params: placement ``x0, y0, w, h`` and edge ``sigma`` (output pixels), each ``(B,)``.
-        smoothing_radius: static radius of the feathering kernel (>= 3 * the largest sigma).
+        smoothing_radius: radius of the feathering kernel (>= 3 * the largest sigma).
 
     Returns:
         ``(images, masks)``: ``(B, 3, H, W)`` in ``bg``'s dtype and device, and ``(B, H, W)`` float
@@ -69,45 +96,40 @@ def composite(
         params = RecombineParams(*(p.reshape(1) for p in params))
     out_dtype = bg.dtype
     is_int = not bg.dtype.is_floating_point
-    cdt = torch.float32 if is_int or bg.dtype in (torch.float16, torch.bfloat16) else bg.dtype
-    scale = 255.0 if is_int else 1.0
+    # float64 inputs compute in float64; everything else in float32 (half inputs included: the
+    # matmuls accumulate in float32 and the result is cast back).
+    cdt = torch.float64 if bg.dtype == torch.float64 else torch.float32
     B, _, Hf, Wf = fg.shape
     H, W = bg.shape[-2:]
-    f = fg.to(cdt) / (255.0 if not fg.dtype.is_floating_point else 1.0)
-    b = bg.to(cdt) / scale
-    alpha = f[:, 3:4]
-    prem = torch.cat([f[:, :3] * alpha, alpha], 1)
+    fg_scale = 255.0 if not fg.dtype.is_floating_point else 1.0
 
     fh, fw = fg_hw[:, 0].to(cdt), fg_hw[:, 1].to(cdt)
-    w, h = params.w.to(cdt), params.h.to(cdt)
-    # Anti-aliasing: blur the source by about half its shrink factor before sampling.
-    shrink = torch.maximum(fw / w, fh / h)
-    aa_sigma = ((shrink - 1) * 0.5).clamp(0, MAX_AA_SIGMA)
-    prem = gaussian_blur_batched(prem, aa_sigma, math.ceil(3 * MAX_AA_SIGMA))
+    # 1/255 (uint8 input) is folded into the row matrix: one pass less over the pixels.
+    ry = resample_matrix(H, Hf, fh, params.y0.to(cdt), params.h.to(cdt)) / fg_scale
+    rx = resample_matrix(W, Wf, fw, params.x0.to(cdt), params.w.to(cdt))
 
-    # Output normalised coords -> input normalised coords (align_corners=False), per sample.
-    ax = fw * W / (Wf * w)
-    bx = 2 * fw / (Wf * w) * (W / 2 - params.x0.to(cdt)) - 1
-    ay = fh * H / (Hf * h)
-    by = 2 * fh / (Hf * h) * (H / 2 - params.y0.to(cdt)) - 1
-    zero = torch.zeros_like(ax)
-    theta = torch.stack([torch.stack([ax, zero, bx], 1), torch.stack([zero, ay, by], 1)], 1)
-    grid = F.affine_grid(theta, [B, 4, H, W], align_corners=False)
-    # Samples beyond the valid (unpadded) part must read as transparent: mask the padding region.
-    valid_x = (grid[..., 0] + 1) * Wf / 2 <= fw[:, None, None] + 0.5
-    valid_y = (grid[..., 1] + 1) * Hf / 2 <= fh[:, None, None] + 0.5
-    warped = F.grid_sample(prem, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    warped = warped * (valid_x & valid_y)[:, None].to(cdt)
+    # Premultiply at the source resolution (in fg's units: 255² for uint8, folded into the matrices).
+    a_src = fg[:, 3].to(cdt)  # (B, Hf, Wf)
+    prem = fg[:, :3].to(cdt) * a_src[:, None]  # (B, 3, Hf, Wf)
+    rxt = rx.transpose(1, 2)  # (B, Wf, W)
+    # Columns first as one plain bmm over (B, 3·Hf, Wf), then rows channel by channel (bmm, no copies).
+    cols = prem.reshape(B, 3 * Hf, Wf) @ (rxt / fg_scale)
+    a = (ry @ (a_src @ rxt)).clamp_(0, 1)  # (B, H, W) resampled alpha
+    prem_out = torch.stack([torch.bmm(ry, cols[:, c * Hf : (c + 1) * Hf]) for c in range(3)], 1)
 
-    a = warped[:, 3:4]
-    rgb = warped[:, :3] / a.clamp_min(1e-6)
-    soft = gaussian_blur_batched(a, params.sigma.to(cdt), smoothing_radius)
-    soft = (2 * soft - 1).clamp(0, 1)  # ForNet's edge: blur, then keep the inner half (2p - 255)
-    # Where sigma is 0 the kernel is a delta: fall back to the sampled alpha itself.
-    a_out = torch.where((params.sigma > 0.05)[:, None, None, None], soft, a)
-    out = a_out * rgb.clamp(0, 1) + (1 - a_out) * b
+    sig = params.sigma.to(cdt)
+    gy = gaussian_matrix(H, sig, smoothing_radius)
+    gx = gaussian_matrix(W, sig, smoothing_radius) if W != H else gy
+    soft = ((gy @ a) @ gx.transpose(1, 2) * 2 - 1).clamp(0, 1)  # ForNet's edge: blur, keep the inner half
+    # Where sigma is 0 the kernel is a delta: the sampled alpha itself.
+    a_out = torch.where((params.sigma > 0.05)[:, None, None], soft, a)[:, None]
+    # Un-premultiply where the object is, then blend: out = a_out * rgb + (1 - a_out) * bg.
+    rgb = (prem_out / a[:, None].clamp_min(1e-6)).clamp_(0, 1)
+    b = bg.to(cdt)
     if is_int:
-        out = (out * 255.0).round().clamp(0, 255)
+        out = torch.addcmul(b, a_out, rgb * 255.0 - b).round_().clamp_(0, 255)
+    else:
+        out = torch.addcmul(b, a_out, rgb - b)
     images = out.to(out_dtype)
     masks = a_out[:, 0].to(torch.float32 if is_int else out_dtype)
     if unbatched:

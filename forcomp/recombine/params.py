@@ -138,14 +138,24 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.d
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
 
 
-def bates(n: int, batch: int, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Position in [0, 1] per sample: mean of |n| uniforms; 0 → 0.5; n < 0 → folded towards the edges."""
+def n_uniforms(cfg: RecombineConfig) -> int:
+    """How many uniform draws one sample's geometry uses (size, x and y position, edge sigma)."""
+    return 2 + 2 * abs(cfg.fg_bates_n)
+
+
+def bates_from(u: torch.Tensor, n: int) -> torch.Tensor:
+    """Bates(n) positions in [0, 1] from uniforms ``u`` ``(B, |n|)``: 0 → 0.5; n < 0 → towards the edges."""
     if n == 0:
-        return torch.full((batch,), 0.5, device=device)
-    z = _uniform((batch, abs(n)), generator, device).mean(1)
+        return torch.full(u.shape[:1], 0.5, device=u.device)
+    z = u.mean(1)
     if n < 0:
         z = torch.remainder(z + 0.5, 1.0)
     return z
+
+
+def bates(n: int, batch: int, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Position in [0, 1] per sample: mean of |n| uniforms; 0 → 0.5; n < 0 → folded towards the edges."""
+    return bates_from(_uniform((batch, abs(n)), generator, device), n)
 
 
 def sample_params(
@@ -156,7 +166,8 @@ def sample_params(
     canvas: tuple[int, int],
     cfg: RecombineConfig,
     *,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> RecombineParams:
     """Draw size, position and edge sigma for a batch (ForNet's rules, batched, no ``.item()``).
 
@@ -168,6 +179,9 @@ def sample_params(
         canvas: output ``(H, W)``.
         cfg: the recombination config.
         generator: all draws; must live on the device of the inputs.
+        uniforms: instead of ``generator``, each sample's own ``(B, n_uniforms(cfg))`` uniforms in
+            [0, 1) — what ``ForComp`` workers draw per item, so that a sample's geometry does not
+            depend on the batch it lands in (batch size, workers, shuffling).
 
     Returns:
         :class:`RecombineParams` on the inputs' device.
@@ -185,8 +199,17 @@ def sample_params(
         lo = hi = torch.maximum(fr, br)
     else:
         lo = hi = (fr + br) / 2
+    k = n_uniforms(cfg)
+    if uniforms is None:
+        if generator is None:
+            raise ValueError("sample_params needs a generator or per-sample uniforms")
+        uniforms = _uniform((B, k), generator, device)
+    elif tuple(uniforms.shape) != (B, k):
+        raise ValueError(f"uniforms must have shape ({B}, {k}) for this config, got {tuple(uniforms.shape)}")
+    uniforms = uniforms.to(device=device, dtype=torch.float32)
+    n = abs(cfg.fg_bates_n)
     j = cfg.fg_scale_jitter
-    u = _uniform((B,), generator, device)
+    u = uniforms[:, 0]
     ratio = (lo * (1 - j) + u * (hi * (1 + j) - lo * (1 - j))) * cfg.size_factor
     area = float(H * W) / (9.0 if cfg.nonant is not None else 1.0)
     crop_area = area * ratio / fg_fill.float().clamp_min(1e-6)
@@ -209,11 +232,15 @@ def sample_params(
         # Larger than the canvas: the range flips, i.e. a random crop of the object (ForNet's RandomCrop).
         x_lo, x_hi = torch.minimum(a_lo, a_hi), torch.maximum(a_lo, a_hi)
         y_lo, y_hi = torch.minimum(b_lo, b_hi), torch.maximum(b_lo, b_hi)
-    zx = bates(cfg.fg_bates_n, B, generator=generator, device=device)
-    zy = bates(cfg.fg_bates_n, B, generator=generator, device=device)
+    zx = bates_from(uniforms[:, 1 : 1 + n], cfg.fg_bates_n)
+    zy = bates_from(uniforms[:, 1 + n : 1 + 2 * n], cfg.fg_bates_n)
     x0 = x_lo + zx * (x_hi - x_lo)
     y0 = y_lo + zy * (y_hi - y_lo)
-    sigma = (_uniform((B,), generator, device) * 0.9 + 0.1) * cfg.mask_smoothing_sigma
+    sigma = (uniforms[:, k - 1] * 0.9 + 0.1) * cfg.mask_smoothing_sigma
+    # Capped at 1/8 of the pasted crop's short side: ForNet's blur-then-2a-1 edge would otherwise
+    # erase small objects entirely (a 10 px object at sigma 4 vanishes), which corrupts size-bias
+    # measurements and trains on empty images.
+    sigma = torch.minimum(sigma, torch.minimum(w, h) / 8)
     return RecombineParams(x0=x0, y0=y0, w=w, h=h, sigma=sigma)
 
 

@@ -32,6 +32,8 @@ class Parts:
         fg_ratio, bg_ratio: ``(B,)`` object share of the foreground's / background's source image.
         labels: ``(B,)`` int64.
         orig: ``(B, 3, H, W)`` uint8 original images or None; ``use_orig`` ``(B,)`` bool.
+        uniforms: ``(B, K)`` each sample's own uniform draws for its geometry, or None (then the
+            transform's generator draws for the whole batch).
     """
 
     fg: torch.Tensor
@@ -42,6 +44,7 @@ class Parts:
     labels: torch.Tensor
     orig: torch.Tensor | None = None
     use_orig: torch.Tensor | None = None
+    uniforms: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Parts:
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -99,7 +102,21 @@ class Recombine(v2.Transform):
         return self._generators[key]
 
     def make_params(self, parts: Parts, generator: torch.Generator | None = None) -> RecombineParams:  # type: ignore[override]
-        """Draw this batch's geometry on the batch's device."""
+        """This batch's geometry on the batch's device.
+
+        From the samples' own uniforms when the batch carries them (``ForComp`` does: a sample's
+        draw then does not depend on its batch), else from ``generator`` or the transform's own.
+        """
+        if generator is None and parts.uniforms is not None:
+            return sample_params(
+                parts.fg_ratio,
+                parts.bg_ratio,
+                parts.fg_hw,
+                parts.fg_fill,
+                tuple(parts.bg.shape[-2:]),
+                self.config,
+                uniforms=parts.uniforms,
+            )
         g = generator if generator is not None else self._generator(parts.bg.device)
         return sample_params(
             parts.fg_ratio,

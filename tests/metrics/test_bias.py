@@ -172,11 +172,43 @@ def test_vit_end_to_end(colour_cache: Path) -> None:
         ({"normalize": "zscore"}, "normalize"),
         ({"methods": ("saliency",)}, "methods"),
         ({"size": 4}, "size"),
+        ({"recombine": {"nonant": 3}}, "recombine may not set"),
+        ({"recombine": {"mask_smoothing_sigma": -1.0}}, "mask_smoothing_sigma"),
     ],
 )
 def test_invalid_parameters(colour_cache: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         evaluate(biased_models.invariant(), colour_cache, **kwargs)
+
+
+def test_recombine_settings_reach_every_condition(colour_cache: Path, monkeypatch) -> None:
+    """Extra ForComp settings (e.g. feathering for small canvases) apply to every condition and are
+    recorded in the report."""
+    import forcomp.recombine.dataset as dataset_mod
+
+    seen: list[dict] = []
+    original = dataset_mod.ForComp
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_mod, "ForComp", recording)
+    r = evaluate(
+        biased_models.invariant(),
+        colour_cache,
+        size=EVAL_SIZE,
+        normalize=None,
+        batch_size=32,
+        limit=8,
+        methods=("input_x_gradient",),
+        bootstrap=20,
+        recombine={"mask_smoothing_sigma": 1.5},
+    )
+    assert r["recombine"] == {"mask_smoothing_sigma": 1.5}
+    assert len(seen) >= 3 + 9 + 8 - 1  # every background, nonant and size condition
+    assert all(kw["mask_smoothing_sigma"] == 1.5 for kw in seen)
+    assert {kw.get("nonant") for kw in seen} >= set(range(9))
 
 
 def test_unusable_caches(tmp_path: Path) -> None:

@@ -139,7 +139,17 @@ def test_seed_determinism(cache):
     assert any(not torch.equal(a[i][0], c[i][0]) for i in range(9))
     la = [x[0] for x in a.loader(4, shuffle=False)]
     lb = [x[0] for x in b.loader(4, shuffle=False)]
-    assert all(torch.equal(x, y) for x, y in zip(la, lb))
+    assert all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def test_a_samples_draw_does_not_depend_on_its_batch(cache):
+    """Item i looks the same from ds[i], in a batch of 4 or of 9, with or without workers: reports
+    and training runs do not change with batch size or worker count."""
+    ds = ForComp(cache, "val", size=48, seed=3, return_masks=True)
+    single = torch.stack([ds[i][0] for i in range(len(ds))])
+    for bs, workers in ((4, 0), (9, 2)):
+        batched = torch.cat([x[0] for x in ds.loader(bs, num_workers=workers, shuffle=False)])
+        torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
 
 
 def test_dataloader_workers_draw_differently(tmp_path):

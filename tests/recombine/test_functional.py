@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from forcomp.recombine.functional import composite
+from forcomp.recombine.functional import composite, gaussian_matrix, resample_matrix
 from forcomp.recombine.params import RecombineConfig, RecombineParams, sample_params
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -48,8 +48,6 @@ def _scene(B=6, seed=0):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16, torch.bfloat16])
 def test_dtype_device_preserved_and_input_untouched(device, dtype):
     _skip_no_cuda(device)
-    if device == "cpu" and dtype in (torch.float16,):
-        pytest.skip("half grid_sample is a CUDA feature")
     fg, hw, bg, p = _scene()
     if dtype.is_floating_point:
         fg, bg = fg.to(dtype) / 255, bg.to(dtype) / 255
@@ -131,3 +129,25 @@ def test_autocast():
             RecombineParams(*(t.cuda() for t in p)),
         )
     assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("n_valid, length", [(100.0, 37.3), (100.0, 250.0), (64.0, 64.0), (200.0, 13.7)])
+def test_resample_matrix_keeps_constants_and_zeroes_padding(n_valid, length):
+    """A constant foreground stays constant wherever it is pasted (any shrink or zoom), nothing is
+    read from the padding, and nothing lands outside the pasted span (beyond a one-pixel fade)."""
+    start = 30.2
+    m = resample_matrix(224, 256, torch.tensor([n_valid]), torch.tensor([start]), torch.tensor([length]))[0]
+    inside = m[int(start) + 2 : int(start + length) - 2]
+    torch.testing.assert_close(inside.sum(1), torch.ones(len(inside)), atol=1e-5, rtol=0)
+    assert m[:, int(n_valid) :].abs().sum() == 0
+    assert m[: int(start) - 1].abs().sum() == 0 and m[int(start + length) + 2 :].abs().sum() == 0
+    # shrinking spreads each output pixel over ~2·n_valid/length source pixels (anti-aliasing)
+    taps = int((m[int(start) + 2] > 0).sum())
+    assert taps >= 1.8 * n_valid / length
+
+
+def test_gaussian_matrix_rows_sum_to_one_and_sigma_zero_is_identity():
+    g = gaussian_matrix(50, torch.tensor([0.0, 3.0]), 12)
+    torch.testing.assert_close(g.sum(-1), torch.ones(2, 50))
+    torch.testing.assert_close(g[0], torch.eye(50))
+    assert (g[1].diagonal(3) > 0.5 * g[1].diagonal(0)[:-3]).all()

@@ -26,8 +26,8 @@ import numpy as np
 
 from forcomp.build.registry import BackendSpec
 from forcomp.build.segmenters.sam import resolve_device
-from forcomp.errors import ForcompError, WeightsNotFoundError
-from forcomp.weights import ENV_VAR
+from forcomp.errors import ForcompError
+from forcomp.weights import find_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -178,26 +178,14 @@ class DiffusionInpainter:
 
 def find_pipeline_dir(weights_dir: Path, pipeline: str = "auto") -> Path:
     """``pipeline``: ``auto`` (first present of :data:`PIPELINES`) or a directory name under ``weights/``."""
-    if pipeline == "auto":
-        for name in PIPELINES:
-            if (weights_dir / name / "model_index.json").is_file():
-                return weights_dir / name
-        want = ", ".join(str(weights_dir / n) for n in PIPELINES)
-        raise WeightsNotFoundError(
-            f"no diffusers inpainting pipeline found: expected a directory {want} (with model_index.json). "
-            f"Put one there (or pass --weights DIR / set ${ENV_VAR}). Get it from: "
-            + "; ".join(f"{n}: {u}" for n, u in PIPELINES.items())
-        )
-    if Path(pipeline).name != pipeline:
-        raise ValueError(f"pipeline must be 'auto' or a directory name in weights/, got {pipeline!r}")
-    path = weights_dir / pipeline
-    if not (path / "model_index.json").is_file():
-        raise WeightsNotFoundError(
-            f"inpainting pipeline {pipeline!r} not found: expected {path / 'model_index.json'} "
-            "(a diffusers save_pretrained directory). "
-            f"Get it from: {PIPELINES.get(pipeline, 'the model page of a diffusers inpainting pipeline')}"
-        )
-    return path
+    return find_model_dir(
+        weights_dir,
+        pipeline,
+        PIPELINES,
+        marker="model_index.json",
+        what="diffusers inpainting pipeline",
+        option="pipeline",
+    )
 
 
 def load_pipeline(path: Path, device: torch.device, dtype: Any) -> Any:

@@ -47,8 +47,8 @@ from forcomp.build.segmenters.sam import (
     prompt_boxes,
     resolve_device,
 )
-from forcomp.errors import ForcompError, WeightsNotFoundError
-from forcomp.weights import ENV_VAR
+from forcomp.errors import ForcompError
+from forcomp.weights import find_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -427,26 +427,9 @@ class GroundedSamSegmenter:
 
 def find_detector(weights_dir: Path, detector: str = "auto") -> Path:
     """``detector``: ``auto`` (first present of :data:`DETECTORS`) or a directory name under ``weights/``."""
-    if detector == "auto":
-        for name in DETECTORS:
-            if (weights_dir / name / "config.json").is_file():
-                return weights_dir / name
-        want = ", ".join(str(weights_dir / n) for n in DETECTORS)
-        raise WeightsNotFoundError(
-            f"no zero-shot detector found: expected a directory {want} (with config.json). Put one there "
-            f"(or pass --weights DIR / set ${ENV_VAR}). Get it from: "
-            + "; ".join(f"{n}: {u}" for n, u in DETECTORS.items())
-        )
-    if Path(detector).name != detector:
-        raise ValueError(f"detector must be 'auto' or a directory name in weights/, got {detector!r}")
-    path = weights_dir / detector
-    if not (path / "config.json").is_file():
-        raise WeightsNotFoundError(
-            f"detector {detector!r} not found: expected {path / 'config.json'} "
-            "(a save_pretrained directory). "
-            f"Get it from: {DETECTORS.get(detector, 'the model page of a Grounding DINO or OWLv2 model')}"
-        )
-    return path
+    return find_model_dir(
+        weights_dir, detector, DETECTORS, marker="config.json", what="zero-shot detector", option="detector"
+    )
 
 
 def build_grounded_segmenter(
