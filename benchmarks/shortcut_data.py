@@ -4,6 +4,9 @@ K object classes are drawn as distinct shapes in random bright colours (colour c
 information). Backgrounds come in K kinds (stripes, checks, blobs, gradient) in muted colours.
 - train split: class k appears on background kind k with probability ``p_bg_shortcut`` (else a
   random kind), near the centre, at a typical size;
+- val split: drawn like train (shortcuts present, new images). The bias metrics run on it: like
+  ImageNet's val set, its backgrounds correlate with the class, which is what background
+  robustness needs to see a model's reliance on them;
 - test split: random background kind, position anywhere, size from a wide range — the shortcuts
   are broken, so only a model that recognises the shape does well.
 """
@@ -17,6 +20,7 @@ from PIL import Image
 
 SHAPES = ("disk", "square", "triangle", "cross")
 BACKGROUNDS = ("hstripes", "checks", "blobs", "vgradient")
+SPLIT_STREAM = {"train": 0, "test": 1, "val": 2}  # one random stream per split
 
 
 def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +65,7 @@ def make_scene(
     cls: int, split: str, size: int, rng: np.random.Generator, p_bg_shortcut: float = 0.9
 ) -> np.ndarray:
     k = len(SHAPES)
-    if split == "train":
+    if split in ("train", "val"):
         kind = cls if rng.random() < p_bg_shortcut else int(rng.integers(k))
         cx, cy = size / 2 + rng.normal(0, size * 0.04, 2)
         r = size * rng.uniform(0.17, 0.21)
@@ -79,7 +83,7 @@ def make_scene(
 
 def make_split(root: Path, split: str, per_class: int, size: int = 48, seed: int = 0) -> Path:
     """Write ``root/<split>/n0000000k/<i>.png``; returns the split folder."""
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    rng = np.random.default_rng([seed, SPLIT_STREAM[split]])
     out = root / split
     for cls in range(len(SHAPES)):
         d = out / f"n{cls + 1:08d}"

@@ -35,14 +35,32 @@ def test_train_split_has_shortcuts_test_split_breaks_them() -> None:
     sd = _load("shortcut_data")
     size = 48
     stats = {}
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         rng = np.random.default_rng(0)
         rows = [_centroid_and_area(sd.make_scene(c, split, size, rng)) for c in range(4) for _ in range(40)]
         a = np.array(rows)
         stats[split] = (np.hypot(a[:, 0] - size / 2, a[:, 1] - size / 2).mean(), a[:, 2].std())
-    # train: objects near the centre at a typical size; test: anywhere, at many sizes
-    assert stats["train"][0] < 4 < stats["test"][0]
-    assert stats["test"][1] > 2 * stats["train"][1]
+    # train and val: objects near the centre at a typical size; test: anywhere, at many sizes
+    assert stats["train"][0] < 4 < stats["test"][0] and stats["val"][0] < 4
+    assert stats["test"][1] > 2 * max(stats["train"][1], stats["val"][1])
+
+
+def test_train_and_val_backgrounds_follow_the_class_test_backgrounds_do_not(monkeypatch) -> None:
+    sd = _load("shortcut_data")
+    kinds: list[str] = []
+    real = sd._background
+    monkeypatch.setattr(
+        sd, "_background", lambda kind, size, rng: kinds.append(kind) or real(kind, size, rng)
+    )
+    share = {}
+    for split in ("train", "val", "test"):
+        kinds.clear()
+        rng = np.random.default_rng(0)
+        for i in range(200):
+            sd.make_scene(i % 4, split, 32, rng)
+        share[split] = np.mean([k == sd.BACKGROUNDS[i % 4] for i, k in enumerate(kinds)])
+    assert share["train"] > 0.85 and share["val"] > 0.85  # 0.9 + 0.1 / 4 expected
+    assert share["test"] < 0.4  # 1 / 4 expected
 
 
 @pytest.mark.slow
