@@ -1,4 +1,4 @@
-"""Synthetic ImageFolders that the classical segmenter can segment (shared by the build, CLI and ray tests)."""
+"""Synthetic ImageFolders that the classical segmenter can segment (for the build, CLI and Ray tests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGKILL at any moment, then resume: the cache equals an uninterrupted build. Concurrent writers are safe."""
+"""SIGKILL at any moment, then resume: the cache equals an uninterrupted one; concurrent writers are safe."""
 
 from __future__ import annotations
 

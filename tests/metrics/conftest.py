@@ -1,4 +1,4 @@
-"""Fixtures of the metric tests: the synthetic colour cache and the reports of the hand-built biased models."""
+"""Fixtures of the metric tests: the synthetic colour cache and reports of the hand-built biased models."""
 
 from __future__ import annotations
 

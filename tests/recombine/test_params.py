@@ -53,7 +53,7 @@ def test_size_factor_scales_area():
 def test_same_seed_same_params_other_seed_other():
     cfg = RecombineConfig()
     a, b, c = _sample(cfg, seed=1), _sample(cfg, seed=1), _sample(cfg, seed=2)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a.x0, c.x0)
 
 
