@@ -107,17 +107,9 @@ class Recombine(v2.Transform):
         From the samples' own uniforms when the batch carries them (``ForComp`` does: a sample's
         draw then does not depend on its batch), else from ``generator`` or the transform's own.
         """
-        if generator is None and parts.uniforms is not None:
-            return sample_params(
-                parts.fg_ratio,
-                parts.bg_ratio,
-                parts.fg_hw,
-                parts.fg_fill,
-                tuple(parts.bg.shape[-2:]),
-                self.config,
-                uniforms=parts.uniforms,
-            )
-        g = generator if generator is not None else self._generator(parts.bg.device)
+        uniforms = parts.uniforms if generator is None else None
+        if uniforms is None and generator is None:
+            generator = self._generator(parts.bg.device)
         return sample_params(
             parts.fg_ratio,
             parts.bg_ratio,
@@ -125,7 +117,8 @@ class Recombine(v2.Transform):
             parts.fg_fill,
             tuple(parts.bg.shape[-2:]),
             self.config,
-            generator=g,
+            generator=generator,
+            uniforms=uniforms,
         )
 
     def forward(  # type: ignore[override]
