@@ -153,11 +153,6 @@ def bates_from(u: torch.Tensor, n: int) -> torch.Tensor:
     return z
 
 
-def bates(n: int, batch: int, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Position in [0, 1] per sample: mean of |n| uniforms; 0 → 0.5; n < 0 → folded towards the edges."""
-    return bates_from(_uniform((batch, abs(n)), generator, device), n)
-
-
 def sample_params(
     fg_ratio: torch.Tensor,
     bg_ratio: torch.Tensor,

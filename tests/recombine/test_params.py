@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forcomp.recombine.params import RecombineConfig, bates, sample_params
+from forcomp.recombine.params import RecombineConfig, bates_from, sample_params
 
 
 def _sample(cfg, B=4000, seed=0, canvas=(90, 120)):
@@ -20,15 +20,15 @@ def _sample(cfg, B=4000, seed=0, canvas=(90, 120)):
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_bates_moments(n):
-    z = bates(n, 20000, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    z = bates_from(torch.rand(20000, n, generator=torch.Generator().manual_seed(0)), n)
     assert z.mean().item() == pytest.approx(0.5, abs=0.01)
     assert z.var().item() == pytest.approx(1 / (12 * n), rel=0.06)
 
 
 def test_bates_zero_and_negative():
     g = torch.Generator().manual_seed(0)
-    assert torch.all(bates(0, 10, generator=g, device=torch.device("cpu")) == 0.5)
-    z = bates(-4, 20000, generator=g, device=torch.device("cpu"))
+    assert torch.all(bates_from(torch.rand(10, 0, generator=g), 0) == 0.5)
+    z = bates_from(torch.rand(20000, 4, generator=g), -4)
     # folded: mass moves to the edges, the centre becomes rare
     assert ((z < 0.15) | (z > 0.85)).float().mean() > 0.5
     assert ((z > 0.4) & (z < 0.6)).float().mean() < 0.05
