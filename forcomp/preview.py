@@ -15,7 +15,7 @@ TILE = 160
 
 def _tile(img: Image.Image, checker: bool = False) -> Image.Image:
     img = img.copy()
-    img.thumbnail((TILE, TILE), Image.LANCZOS)
+    img.thumbnail((TILE, TILE), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (TILE, TILE), (255, 255, 255))
     if checker:
         yy, xx = np.mgrid[0:TILE, 0:TILE]

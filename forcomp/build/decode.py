@@ -73,8 +73,8 @@ def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_4
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                rgb = _to_rgb(img)
+                oriented = ImageOps.exif_transpose(img) or img
+                rgb = _to_rgb(oriented)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as e:

@@ -37,7 +37,7 @@ def feathered_blend(
     sigma = min(float(_scaled(feather_px, mask.shape)), r / 4)
     core = _dilate(mask, r // 2)
     if sigma <= 0.3:
-        alpha = core.astype(np.float32)
+        alpha: np.ndarray = core.astype(np.float32)
     else:
         alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), sigmaX=sigma)
     alpha = np.maximum(alpha, mask.astype(np.float32))[..., None]

@@ -25,7 +25,7 @@ from forcomp.build.masks import feathered_blend, hole_mask
 from forcomp.build.segmenters.base import MaskCandidate
 from forcomp.build.sources import Item, list_items, select_shard
 from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, remove_stale_tmp
-from forcomp.cache.index import FINISHED, IndexRecord, read_index
+from forcomp.cache.index import FINISHED, IndexRecord, Status, read_index
 from forcomp.cache.layout import CacheLayout
 from forcomp.cache.writer import CacheWriter, encode_background, encode_foreground
 from forcomp.errors import ForcompError, ImageDecodeError
@@ -96,15 +96,16 @@ class BuildSummary:
     def format(self) -> str:
         rate = self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
         lines = [
-            f"split {self.split}: {self.total} items, {self.skipped} already done, processed {self.processed} "
-            f"in {self.elapsed_s:.1f}s ({rate:.2f} img/s) with segmenter={self.segmenter} inpainter={self.inpainter}",
+            f"split {self.split}: {self.total} items, {self.skipped} already done, "
+            f"processed {self.processed} in {self.elapsed_s:.1f}s ({rate:.2f} img/s) "
+            f"with segmenter={self.segmenter} inpainter={self.inpainter}",
             f"  ok: {self.ok}   no object: {self.no_object}   errors: {len(self.errors)}",
         ]
         lines += [f"  error: {src}: {msg}" for src, msg in self.errors]
         return "\n".join(lines)
 
 
-def _record(item: Item, status: str, **kw: Any) -> IndexRecord:
+def _record(item: Item, status: Status, **kw: Any) -> IndexRecord:
     return IndexRecord(
         key=item.key,
         cls=item.cls,

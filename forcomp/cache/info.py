@@ -42,7 +42,8 @@ def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
             ],
             "produced_by": sorted(
                 {
-                    f"{r.segmenter}[{r.segmenter_weights or 'no weights'}] + {r.inpainter}[{r.inpainter_weights or 'no weights'}]"
+                    f"{r.segmenter}[{r.segmenter_weights or 'no weights'}] + "
+                    f"{r.inpainter}[{r.inpainter_weights or 'no weights'}]"
                     for r in index.values()
                     if r.segmenter
                 }
@@ -66,7 +67,8 @@ def format_info(info: dict[str, Any]) -> str:
     for split, s in info["splits"].items():
         st = s["status"]
         lines.append(
-            f"[{split}] {s['items']} items: ok {st.get('ok', 0)}, no object {st.get('no_object', 0)}, errors {st.get('error', 0)}; "
+            f"[{split}] {s['items']} items: ok {st.get('ok', 0)}, no object {st.get('no_object', 0)}, "
+            f"errors {st.get('error', 0)}; "
             f"{len(s['classes'])} classes"
         )
         for cls, c in s["classes"].items():

@@ -80,7 +80,8 @@ class CacheReader:
         else:
             raise CacheFormatError(
                 f"no {split} split in {lay.root}: expected {lay.fg_dir} and {lay.bg_dir}, or "
-                f"{lay.fg_zip.name} and {lay.bg_zip.name} (build it with: forcomp build SOURCE {lay.root} --split {split})"
+                f"{lay.fg_zip.name} and {lay.bg_zip.name} "
+                f"(build it with: forcomp build SOURCE {lay.root} --split {split})"
             )
         if not self.foregrounds:
             raise CacheFormatError(f"the {split} split of {lay.root} has no foregrounds")

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,12 +114,13 @@ def _vit_target(model: nn.Module) -> CamTarget | None:
             prefix = int(
                 getattr(model, "num_prefix_tokens", 1 if getattr(model, "cls_token", None) is not None else 0)
             )
-            name = next(n for n, m in model.named_modules() if m is last.norm1)
-            return CamTarget(name, last.norm1, "vit", prefix, ps)
+            norm1 = cast(nn.Module, last.norm1)  # a submodule: nn.Module.__getattr__ is typed loosely
+            name = next(n for n, m in model.named_modules() if m is norm1)
+            return CamTarget(name, norm1, "vit", prefix, ps)
     encoder = getattr(model, "encoder", None)
     layers = getattr(encoder, "layers", None)
     if layers is not None and hasattr(model, "conv_proj") and len(layers) and hasattr(layers[-1], "ln_1"):
-        ps = int(model.patch_size)
+        ps = int(cast(int, model.patch_size))  # torchvision ViT: an int attribute
         name = next(n for n, m in model.named_modules() if m is layers[-1].ln_1)
         return CamTarget(name, layers[-1].ln_1, "vit", 1, (ps, ps))
     return None
@@ -218,8 +220,9 @@ def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, cam_target: CamTarge
         handle.remove()
     act, grad = act.detach().float(), grad.float()
     if cam_target.kind == "vit":
-        act = _tokens_to_grid(act, cam_target, x.shape[-2:])
-        grad = _tokens_to_grid(grad, cam_target, x.shape[-2:])
+        hw = (x.shape[-2], x.shape[-1])
+        act = _tokens_to_grid(act, cam_target, hw)
+        grad = _tokens_to_grid(grad, cam_target, hw)
     elif act.dim() != 4:
         raise AttributionUnavailable(f"gradcam: layer {cam_target.name} gives shape {tuple(act.shape)}")
     weights = grad.mean(dim=(2, 3), keepdim=True)
@@ -238,7 +241,8 @@ class Attributor:
 
     Example:
         >>> m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> maps = Attributor(m, ("input_x_gradient", "gradcam"))(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+        >>> attr = Attributor(m, ("input_x_gradient", "gradcam"))
+        >>> maps = attr(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
         >>> maps["gradcam"].shape
         torch.Size([2, 8, 8])
     """

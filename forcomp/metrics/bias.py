@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import platform
 import time
@@ -420,6 +421,8 @@ def run_evaluation(
                     out_index if out_index is not None else [], dtype=torch.long, device=dev
                 )
             if out_index is not None:
+                if mapped is None:  # set together with out_index above
+                    raise RuntimeError("internal error: class index tensor missing")
                 pred = mapped[logits[:, mapped].argmax(1)]
                 target = mapped[labels]
             else:
@@ -600,7 +603,7 @@ def _build_report(
     g = torch.Generator().manual_seed(seed)
     ci = paired_bootstrap(
         correct,
-        {**HEADLINES, **{n: (lambda a, n=n: a[n]) for n in correct}},
+        {**HEADLINES, **{n: operator.itemgetter(n) for n in correct}},
         resamples=bootstrap,
         generator=g,
     )

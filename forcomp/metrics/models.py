@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class LoadedModel:
     Attributes:
         model: The module, in eval mode, on the CPU.
         spec: The SPEC it was loaded from.
-        source: ``"factory"``, ``"torchvision"``, ``"timm"`` or ``"module"`` (an ``nn.Module`` given directly).
+        source: ``"factory"``, ``"torchvision"``, ``"timm"`` or ``"module"`` (an ``nn.Module``
+            given directly).
         weights: Checkpoint path, when one was loaded.
         mean, std: The model's own normalisation, or ``None`` when unknown.
         input_size: The model's native square input size, when known.
@@ -90,7 +92,7 @@ def wrap_module(model: nn.Module) -> LoadedModel:
     )
 
 
-def load_model(spec: str, *, weights_dir: str | Path | None = None) -> LoadedModel:
+def load_model(spec: str, *, weights_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
     """Load a classifier from ``spec`` (see module docstring).
 
     Args:
@@ -221,7 +223,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ForcompError(
-                f"cannot read weights {path}: {e}. Save a plain state dict: torch.save(model.state_dict(), path)"
+                f"cannot read weights {path}: {e}. "
+                "Save a plain state dict: torch.save(model.state_dict(), path)"
             ) from e
     for key in ("state_dict", "model", "model_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
@@ -294,7 +297,8 @@ def _load_timm(name: str, wdir: Path, spec: str) -> LoadedModel:
     sd = _read_state_dict(path)
 
     def build(n: int | None) -> nn.Module:
-        return timm.create_model(name, pretrained=False, **({"num_classes": n} if n else {}))
+        kwargs: dict[str, Any] = {"num_classes": n} if n else {}
+        return timm.create_model(name, pretrained=False, **kwargs)
 
     model = _load_into(build, sd, path, spec)
     cfg = resolve_data_config({}, model=model)

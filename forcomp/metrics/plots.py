@@ -159,9 +159,11 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
             s, ci = headline(r, key)
             s = float("nan") if s is None else s
             vals.append(s)
-            ok = ci and all(isinstance(c, int | float) for c in ci) and math.isfinite(s)
-            errs_lo.append(max(0.0, s - ci[0]) if ok else 0.0)
-            errs_hi.append(max(0.0, ci[1] - s) if ok else 0.0)
+            ci = ci or []
+            bounds = [c for c in ci if isinstance(c, int | float)]
+            ok = bool(ci) and len(bounds) == len(ci) and math.isfinite(s)
+            errs_lo.append(max(0.0, s - bounds[0]) if ok else 0.0)
+            errs_hi.append(max(0.0, bounds[1] - s) if ok else 0.0)
         ax.bar(
             range(len(reports)),
             vals,

@@ -107,7 +107,8 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         "",
         "## Background robustness and BG-gap",
         "",
-        f"acc(orig) = {_fmt(acc.get('orig'))}, acc(same) = {_fmt(acc.get('same'))}, acc(all) = {_fmt(acc.get('all'))}.",
+        f"acc(orig) = {_fmt(acc.get('orig'))}, acc(same) = {_fmt(acc.get('same'))}, "
+        f"acc(all) = {_fmt(acc.get('all'))}.",
         f"Ratio acc(all)/acc(orig) (alternative denominator) = {_fmt(br.get('ratio_all_over_orig'))}.",
     ]
     ff = report.get("foreground_focus", {})
@@ -122,7 +123,8 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
             lines.append(f"| {name} | n/a | n/a | n/a | {r.get('n_valid')} — {r['unavailable']} |")
         else:
             lines.append(
-                f"| {name} | {_fmt(r.get('score'))} | {_fmt_ci(r.get('ci95'))} | {_fmt(r.get('median'))} | {r.get('n_valid')} |"
+                f"| {name} | {_fmt(r.get('score'))} | {_fmt_ci(r.get('ci95'))} | "
+                f"{_fmt(r.get('median'))} | {r.get('n_valid')} |"
             )
     cb = report.get("center_bias", {})
     lines += ["", "## Center bias: accuracy with the object in each cell (background `same`)", ""]
@@ -131,7 +133,8 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")
     lines += [
         "",
-        f"center {_fmt(cb.get('center'))}, corners {_fmt(cb.get('corners'))} (score {_fmt(cb.get('corner_score'))}), "
+        f"center {_fmt(cb.get('center'))}, corners {_fmt(cb.get('corners'))} "
+        f"(score {_fmt(cb.get('corner_score'))}), "
         f"edge-middles {_fmt(cb.get('edges'))} (score {_fmt(cb.get('edge_score'))}).",
     ]
     sb = report.get("size_bias", {})
@@ -142,7 +145,8 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
     lines += [
         "",
         f"mean below 1: {_fmt(sb.get('small_mean'))}; at 1: {_fmt(sb.get('reference'))}; mean above 1: "
-        f"{_fmt(sb.get('large_mean'))} (large-side score {_fmt(sb.get('large_score'))}, 95% CI {_fmt_ci(sb.get('large_score_ci95'))}).",
+        f"{_fmt(sb.get('large_mean'))} (large-side score {_fmt(sb.get('large_score'))}, "
+        f"95% CI {_fmt_ci(sb.get('large_score_ci95'))}).",
     ]
     conds = report.get("conditions", {})
     if conds:

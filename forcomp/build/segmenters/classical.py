@@ -51,12 +51,20 @@ def border_saliency(lab: np.ndarray, *, border_frac: float = 0.06, palette: int 
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
     # Fixed seed: the same image always gives the same mask (resumed builds reproduce fresh ones).
     cv2.setRNGSeed(0)
-    _, _, centers = cv2.kmeans(border, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    # cv2 stub wrong: bestLabels may be None (OpenCV allocates the labels itself).
+    _, _, centers = cv2.kmeans(  # type: ignore[call-overload]
+        border,
+        k,
+        None,
+        criteria,
+        2,
+        cv2.KMEANS_PP_CENTERS,
+    )
     px = lab.reshape(-1, 3).astype(np.float32)
     d = np.full(len(px), np.inf, np.float32)
     for c in centers:
         d = np.minimum(d, np.linalg.norm(px - c, axis=1))
-    sal = d.reshape(h, w)
+    sal: np.ndarray = d.reshape(h, w)
     sal = cv2.GaussianBlur(sal, (0, 0), sigmaX=max(1.0, min(h, w) / 100))
     hi = float(np.percentile(sal, 99.5))
     return np.clip(sal / max(hi, 1e-6), 0, 1).astype(np.float32)
@@ -166,14 +174,23 @@ class ClassicalSegmenter:
         fgd = np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)
         try:
-            cv2.grabCut(small, gc, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
+            # cv2 stub wrong: rect may be None with GC_INIT_WITH_MASK (the mask seeds the model).
+            cv2.grabCut(  # type: ignore[call-overload]
+                small,
+                gc,
+                None,
+                bgd,
+                fgd,
+                self.iterations,
+                cv2.GC_INIT_WITH_MASK,
+            )
         except cv2.error:
             return []
         mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
 
         r = max(1, round(min(h, w) / 100))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+        m: np.ndarray = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel).astype(bool)
         m = keep_main_object(m)
         m = fill_holes(m)
