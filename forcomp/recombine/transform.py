@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torchvision import tv_tensors
@@ -65,6 +65,8 @@ class Recombine(v2.Transform):
     Args:
         config: a :class:`RecombineConfig` (or its fields as keyword arguments).
         seed: base seed; the generator is derived from ``(seed, rank, epoch)``. None: random.
+        method: the paste kernel (see :func:`~forcomp.recombine.functional.composite`): ``auto``
+            takes per-object windows on the CPU and batched matrices on GPUs.
 
     Example:
         >>> rec = Recombine(background="all", seed=0)  # doctest: +SKIP
@@ -72,7 +74,12 @@ class Recombine(v2.Transform):
     """
 
     def __init__(
-        self, config: RecombineConfig | None = None, *, seed: int | None = None, **kwargs: Any
+        self,
+        config: RecombineConfig | None = None,
+        *,
+        seed: int | None = None,
+        method: Literal["auto", "matrix", "window"] = "auto",
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         self.config = config if config is not None else RecombineConfig(**kwargs)
@@ -82,6 +89,9 @@ class Recombine(v2.Transform):
         self.epoch = 0
         self._generators: dict[str, torch.Generator] = {}
         self.smoothing_radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma))
+        if method not in ("auto", "matrix", "window"):
+            raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
+        self.method: Literal["auto", "matrix", "window"] = method
 
     def set_epoch(self, epoch: int) -> None:
         """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
@@ -115,7 +125,7 @@ class Recombine(v2.Transform):
             parts.bg_ratio,
             parts.fg_hw,
             parts.fg_fill,
-            tuple(parts.bg.shape[-2:]),
+            (int(parts.bg.shape[-2]), int(parts.bg.shape[-1])),
             self.config,
             generator=generator,
             uniforms=uniforms,
@@ -132,9 +142,14 @@ class Recombine(v2.Transform):
         if params is None:
             params = self.make_params(parts)
         images, masks = composite(
-            parts.fg, parts.fg_hw, parts.bg, params, smoothing_radius=self.smoothing_radius
+            parts.fg,
+            parts.fg_hw,
+            parts.bg,
+            params,
+            smoothing_radius=self.smoothing_radius,
+            method=self.method,
+            out_dtype=torch.float32,
         )
-        images = images.float() / 255.0
         if parts.orig is not None and parts.use_orig is not None:
             sel = parts.use_orig[:, None, None, None]
             images = torch.where(sel, parts.orig.float() / 255.0, images)

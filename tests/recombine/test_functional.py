@@ -11,6 +11,7 @@ from forcomp.recombine.functional import composite, gaussian_matrix, resample_ma
 from forcomp.recombine.params import RecombineConfig, RecombineParams, sample_params
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+METHODS = ["window", "matrix"]
 
 
 def _skip_no_cuda(device):
@@ -44,9 +45,10 @@ def _scene(B=6, seed=0):
     return fg, hw, bg, params
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16, torch.bfloat16])
-def test_dtype_device_preserved_and_input_untouched(device, dtype):
+def test_dtype_device_preserved_and_input_untouched(device, dtype, method):
     _skip_no_cuda(device)
     fg, hw, bg, p = _scene()
     if dtype.is_floating_point:
@@ -55,18 +57,19 @@ def test_dtype_device_preserved_and_input_untouched(device, dtype):
     p = RecombineParams(*(t.to(device) for t in p))
     versions = (fg._version, bg._version)
     fg_copy, bg_copy = fg.clone(), bg.clone()
-    img, mask = composite(fg, hw, bg, p)
+    img, mask = composite(fg, hw, bg, p, method=method)
     assert img.dtype == dtype and img.device.type == device and img.shape == bg.shape
     assert mask.shape == (bg.shape[0], 64, 80) and mask.device.type == device
     assert (fg._version, bg._version) == versions and torch.equal(fg, fg_copy) and torch.equal(bg, bg_copy)
 
 
-def test_batched_equals_per_sample_and_unbatched():
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_per_sample_and_unbatched(method):
     fg, hw, bg, p = _scene()
-    img, mask = composite(fg, hw, bg, p)
+    img, mask = composite(fg, hw, bg, p, method=method)
     for i in range(fg.shape[0]):
         pi = RecombineParams(*(t[i] for t in p))
-        one, m = composite(fg[i, :, : hw[i, 0], : hw[i, 1]], hw[i], bg[i], pi)
+        one, m = composite(fg[i, :, : hw[i, 0], : hw[i, 1]], hw[i], bg[i], pi, method=method)
         assert one.shape == bg[i].shape
         assert (one.int() - img[i].int()).abs().max() <= 1
         assert torch.allclose(m, mask[i], atol=1e-4)
@@ -77,11 +80,12 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / max(mse, 1e-12))
 
 
-def test_matches_pil_reference():
+@pytest.mark.parametrize("method", METHODS)
+def test_matches_pil_reference(method):
     """PIL resize + paste with the same sampled geometry (no feathering): PSNR >= 30 dB."""
     fg, hw, bg, p = _scene(seed=3)
     p = p._replace(sigma=torch.zeros_like(p.sigma))
-    img, _ = composite(fg, hw, bg, p)
+    img, _ = composite(fg, hw, bg, p, method=method)
     for i in range(fg.shape[0]):
         h, w = hw[i].tolist()
         f = Image.fromarray(fg[i, :, :h, :w].permute(1, 2, 0).numpy(), "RGBA")
@@ -92,17 +96,18 @@ def test_matches_pil_reference():
         assert _psnr(np.asarray(ref), img[i].permute(1, 2, 0).numpy()) >= 30
 
 
-def test_replay_is_bit_identical():
+@pytest.mark.parametrize("method", METHODS)
+def test_replay_is_bit_identical(method):
     fg, hw, bg, p = _scene()
-    a, ma = composite(fg, hw, bg, p)
-    b, mb = composite(fg, hw, bg, p)
+    a, ma = composite(fg, hw, bg, p, method=method)
+    b, mb = composite(fg, hw, bg, p, method=method)
     assert torch.equal(a, b) and torch.equal(ma, mb)
 
 
 @pytest.mark.slow
 def test_compiled_equals_eager():
     fg, hw, bg, p = _scene(B=3)
-    eager, _ = composite(fg, hw, bg, p)
+    eager, _ = composite(fg, hw, bg, p, method="matrix")  # under compile, "auto" is the matrix path
     compiled = torch.compile(composite, fullgraph=True)
     out, _ = compiled(fg, hw, bg, p)
     assert (out.int() - eager.int()).abs().max() <= 1
@@ -112,7 +117,7 @@ def test_compiled_equals_eager():
 def test_cpu_matches_cuda():
     _skip_no_cuda("cuda")
     fg, hw, bg, p = _scene()
-    cpu, _ = composite(fg, hw, bg, p)
+    cpu, _ = composite(fg, hw, bg, p, method="matrix")
     gpu, _ = composite(fg.cuda(), hw.cuda(), bg.cuda(), RecombineParams(*(t.cuda() for t in p)))
     assert (cpu.int() - gpu.cpu().int()).abs().max() <= 2
 
@@ -151,3 +156,32 @@ def test_gaussian_matrix_rows_sum_to_one_and_sigma_zero_is_identity():
     torch.testing.assert_close(g.sum(-1), torch.ones(2, 50))
     torch.testing.assert_close(g[0], torch.eye(50))
     assert (g[1].diagonal(3) > 0.5 * g[1].diagonal(0)[:-3]).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_window_path_agrees_with_matrix_path(seed):
+    """The CPU window path differs from the exact batched path only by whole-pixel box rounding:
+    PSNR >= 30 dB per image (feathering on), masks equal up to the object's one-pixel rim."""
+    fg, hw, bg, p = _scene(seed=seed)
+    p = p._replace(x0=p.x0 - 10 * (seed == 1), y0=p.y0 + 30 * (seed == 2))  # objects jutting out
+    a, ma = composite(fg, hw, bg, p, method="matrix")
+    b, mb = composite(fg, hw, bg, p, method="window")
+    for i in range(fg.shape[0]):
+        assert _psnr(a[i].numpy(), b[i].numpy()) >= 30
+    assert (ma - mb).abs().mean() < 0.02
+    rim = (ma > 0.02) & (ma < 0.98) | (mb > 0.02) & (mb < 0.98)
+    assert (ma - mb)[~rim].abs().max() < 0.05
+
+
+def test_auto_is_window_on_cpu_and_float_output_skips_uint8_round_trip():
+    fg, hw, bg, p = _scene()
+    auto, _ = composite(fg, hw, bg, p)
+    window, _ = composite(fg, hw, bg, p, method="window")
+    assert torch.equal(auto, window)
+    f, _ = composite(fg, hw, bg, p, out_dtype=torch.float32)
+    assert f.dtype == torch.float32 and 0 <= f.min() and f.max() <= 1
+    assert (f * 255 - auto.float()).abs().max() <= 0.5 + 1e-4  # only uint8 rounding apart
+    with pytest.raises(ValueError, match="method"):
+        composite(fg, hw, bg, p, method="pil")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out_dtype"):
+        composite(fg, hw, bg.float() / 255, p, out_dtype=torch.uint8)
