@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -219,7 +220,9 @@ def run(args: argparse.Namespace) -> dict:
                 log.info("%s", row)
                 results["runs"].append(row)
     results["summary"] = summarise(results["runs"])
-    results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results["settings"] = {
+        k: (os.path.relpath(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    }
     results["machine"] = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.system()}"
     results["build_s"] = t_build
     results["total_s"] = time.perf_counter() - t0

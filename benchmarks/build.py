@@ -75,7 +75,9 @@ def run(images: int, repeats: int, workers: int) -> dict:
             "image_size": [500, 375],
             "images": images,
             "repeats": repeats,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+            "machine": (
+                f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+            ),
             "results": rows,
         }
     finally:

@@ -6,7 +6,9 @@
 (b) ``forcomp-cpu``: ``ForComp.loader`` (workers decode; one batched paste on the CPU), then a
     batched per-sample RandomResizedCrop (``roi_align``) + flip + normalize.
 (c) ``forcomp-cuda``: the same on CUDA, when present.
-Plus the kernel alone: recombining one 256-image 224² batch (``composite``) on each device.
+Plus the kernel alone: recombining one 256-image 224² batch (``composite``) on each device, with
+the default method (``auto``: per-object windows on the CPU) and the batched ``matrix`` one; and
+single-thread costs of each stage, which show where the time of both pipelines goes.
 Same synthetic cache (ImageNet-sized 500x375 backgrounds), medians over repeats. Prints a table
 and writes ``benchmarks/results/online.json``.
 
@@ -29,13 +31,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from forcomp import ForComp
 from forcomp.cache.reader import CacheReader
+from forcomp.recombine.dataset import _decode, collate_parts
 from forcomp.recombine.functional import composite
 from forcomp.recombine.params import RecombineConfig, sample_params
+from forcomp.recombine.transform import Recombine
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -109,7 +114,11 @@ class PILRecombine(Dataset):
 
 
 def rrc_flip_normalize(images: torch.Tensor, g: torch.Generator, out: int = 224) -> torch.Tensor:
-    """Per-sample RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + flip + normalize, batched with roi_align."""
+    """Per-sample RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + flip + normalize of a batch.
+
+    Same draws on every device; on CUDA one batched ``roi_align``, on the CPU a loop of
+    antialiased resizes of each crop (a CPU runs those ~5x faster than ``roi_align``).
+    """
     B, _, H, W = images.shape
     dev = images.device
     area = H * W * torch.empty(B, device=dev).uniform_(0.08, 1.0, generator=g)
@@ -119,11 +128,69 @@ def rrc_flip_normalize(images: torch.Tensor, g: torch.Generator, out: int = 224)
     h = torch.sqrt(area / r).clamp(8, H)
     x0 = torch.rand(B, device=dev, generator=g) * (W - w)
     y0 = torch.rand(B, device=dev, generator=g) * (H - h)
+    flip = torch.rand(B, device=dev, generator=g) < 0.5
+    if dev.type == "cpu":
+        crops = torch.empty(B, 3, out, out)
+        rows = zip(x0.round().long().tolist(), y0.round().long().tolist(), w.round().long().tolist(),
+                   h.round().long().tolist(), flip.tolist(), strict=True)  # fmt: skip
+        for i, (x, y, cw, ch, f) in enumerate(rows):
+            c = torch.nn.functional.interpolate(
+                images[i : i + 1, :, y : y + ch, x : x + cw], size=(out, out), mode="bilinear", antialias=True
+            )[0]
+            crops[i] = c.flip(-1) if f else c
+        return crops.sub_(MEAN).div_(STD)
     boxes = torch.stack([torch.arange(B, device=dev, dtype=images.dtype), x0, y0, x0 + w, y0 + h], 1)
     crops = roi_align(images, boxes, (out, out), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    flip = torch.rand(B, device=dev, generator=g) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
     return (crops - MEAN.to(dev)) / STD.to(dev)
+
+
+def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
+    """Single-thread milliseconds per image of each stage, to explain the pipelines' ratio."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reader = CacheReader(cache, "train")
+        fgb = [reader.fg_bytes(p) for p in reader.foregrounds[:n]]
+        bgb = [reader.bg_bytes(p) for p in reader.backgrounds[:n]]
+        pil = PILRecombine(cache)
+        ds = ForComp(cache, "train", size=256, background="all", seed=0)
+        samples = [ds.load_parts(i) for i in range(n)]
+        parts = collate_parts(samples)
+        rec = Recombine(ds.config, seed=0)
+        params = rec.make_params(parts)
+        images = rec(parts, params)[0].as_subclass(torch.Tensor)
+        g = torch.Generator().manual_seed(0)
+
+        def ms(fn) -> float:
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return 1000 * statistics.median(times) / n
+
+        return {
+            "decode fg+bg, PIL (the PIL pipeline's)": ms(
+                lambda: [
+                    (Image.open(io.BytesIO(f)).convert("RGBA"), Image.open(io.BytesIO(b)).convert("RGB"))
+                    for f, b in zip(fgb, bgb, strict=True)
+                ]
+            ),
+            "decode fg+bg, torchvision (forcomp's)": ms(
+                lambda: [
+                    (_decode(f, ImageReadMode.RGB_ALPHA), _decode(b, ImageReadMode.RGB))
+                    for f, b in zip(fgb, bgb, strict=True)
+                ]
+            ),
+            "PIL pipeline, whole __getitem__": ms(lambda: [pil[i] for i in range(n)]),
+            "forcomp worker: load_parts (decode, resize)": ms(lambda: [ds.load_parts(i) for i in range(n)]),
+            "forcomp worker: collate": ms(lambda: collate_parts(samples)),
+            "forcomp main: Recombine (paste)": ms(lambda: rec(parts, params)),
+            "forcomp main: RRC + flip + normalize": ms(lambda: rrc_flip_normalize(images, g)),
+        }
+    finally:
+        torch.set_num_threads(threads)
 
 
 def time_loader(make_iter, n_items: int, repeats: int) -> tuple[float, list[float]]:
@@ -139,7 +206,7 @@ def time_loader(make_iter, n_items: int, repeats: int) -> tuple[float, list[floa
     return statistics.median(rates), rates
 
 
-def kernel_rate(device: str, repeats: int, B: int = 256) -> float:
+def kernel_rate(device: str, repeats: int, B: int = 256, method: str = "auto") -> float:
     g = torch.Generator(device=device).manual_seed(0)
     fg = torch.randint(0, 256, (B, 4, 256, 256), dtype=torch.uint8, device=device, generator=g)
     hw = torch.randint(96, 256, (B, 2), device=device, generator=g)
@@ -151,7 +218,7 @@ def kernel_rate(device: str, repeats: int, B: int = 256) -> float:
             torch.cuda.synchronize()
         t = time.perf_counter()
         p = sample_params(0.2 * ones, 0.3 * ones, hw, 0.7 * ones, (224, 224), RecombineConfig(), generator=g)
-        composite(fg, hw, bg, p)
+        composite(fg, hw, bg, p, method=method)  # type: ignore[arg-type]
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
@@ -173,9 +240,13 @@ def main() -> None:
         lambda: DataLoader(pil, batch_size=args.batch, num_workers=args.workers), args.items, args.repeats
     )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    threads = torch.get_num_threads()
     for dev in devices:
         ds = ForComp(cache, "train", size=256, background="all", seed=0)
         g = torch.Generator(device=dev).manual_seed(0)
+        # On the CPU the main process's kernel shares the cores with the decoding workers: give it
+        # the cores the workers leave (oversubscribing them cost 25% in a measured run).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers) if dev == "cpu" else threads)
         rows[f"forcomp-{dev}"] = time_loader(
             lambda: (
                 (rrc_flip_normalize(x, g), y)  # noqa: B023 (the lambda runs within this iteration)
@@ -184,27 +255,36 @@ def main() -> None:
             args.items,
             args.repeats,
         )
-    kernel = {dev: kernel_rate(dev, args.repeats) for dev in devices}
+    torch.set_num_threads(threads)
+    kernel = {
+        f"{dev}, {m}": kernel_rate(dev, args.repeats, method=m) for dev in devices for m in ("auto", "matrix")
+    }
+    stages = stage_costs(cache)
     base = rows["pil (ForNet-style per sample)"][0]
     print(f"{'pipeline':<32} {'img/s':>9} {'img/s/core':>11} {'vs pil':>7}")
     for name, (rate, _) in rows.items():
         print(f"{name:<32} {rate:>9.1f} {rate / args.workers:>11.1f} {rate / base:>6.2f}x")
     for dev, r in kernel.items():
         print(f"{'kernel only, 256x224², ' + dev:<32} {r:>9.0f}")
+    print("\nstage costs, one thread, ms per image:")
+    for name, v in stages.items():
+        print(f"  {name:<46} {v:>6.2f}")
     machine = f"{platform.machine()}, {os.cpu_count()} cores" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     )
     print(
-        f"machine: {machine}; {args.items} items, batch {args.batch}, {args.workers} workers, median of {args.repeats}"
+        f"machine: {machine}; {args.items} items, batch {args.batch}, {args.workers} workers, "
+        f"median of {args.repeats}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {
                 "machine": machine,
-                "settings": vars(args) | {"out": str(args.out)},
+                "settings": vars(args) | {"out": os.path.relpath(args.out)},
                 "pipelines": {k: {"img_per_s": v[0], "runs": v[1]} for k, v in rows.items()},
                 "kernel_img_per_s": kernel,
+                "stage_ms_per_image_one_thread": stages,
             },
             indent=1,
         )
