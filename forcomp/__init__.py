@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ForComp": "forcomp.recombine.dataset",
+    "KeepAlpha": "forcomp.recombine.fg_transform",
     "Recombine": "forcomp.recombine.transform",
     "RecombineConfig": "forcomp.recombine.params",
     "build_cache": "forcomp.build.pipeline",
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from forcomp.cache.verify import verify_cache  # noqa: F401
     from forcomp.metrics.bias import evaluate  # noqa: F401
     from forcomp.recombine.dataset import ForComp  # noqa: F401
+    from forcomp.recombine.fg_transform import KeepAlpha  # noqa: F401
     from forcomp.recombine.params import RecombineConfig  # noqa: F401
     from forcomp.recombine.transform import Recombine  # noqa: F401
 

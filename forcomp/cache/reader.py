@@ -60,6 +60,10 @@ class CacheReader:
     def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
         self.layout = CacheLayout(Path(root), split)
         lay = self.layout
+        if lay.root.exists() and not lay.root.is_dir():
+            raise CacheFormatError(
+                f"cache {lay.root} is a file, not a cache directory (pass the folder `forcomp build` wrote)"
+            )
         if not lay.root.is_dir():
             raise CacheFormatError(f"cache {lay.root} does not exist")
         if lay.fg_dir.is_dir() and lay.bg_dir.is_dir():

@@ -8,6 +8,8 @@ is the fast path: DataLoader workers only read and decode uint8 parts; each batc
 from __future__ import annotations
 
 import logging
+import numbers
+import operator
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +24,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from forcomp.cache.reader import CacheReader, Part
 from forcomp.errors import CacheFormatError
+from forcomp.recombine.fg_transform import apply_fg_transform
 from forcomp.recombine.params import RecombineConfig, derive_seed, n_uniforms
 from forcomp.recombine.transform import Parts, Recombine
 
@@ -69,6 +72,20 @@ def _shrink(img: torch.Tensor, max_side: int) -> torch.Tensor:
         return img
     s = max_side / max(h, w)
     return _resize_u8(img, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def _canvas_size(size: Any) -> tuple[int, int]:
+    """``size`` as ``(h, w)``: an int, or a pair of ints, each >= 8."""
+    pair = (size, size) if isinstance(size, numbers.Integral) else size
+    if (
+        isinstance(size, (str, bytes, bool))
+        or not isinstance(pair, Sequence)
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+        or min(pair) < 8
+    ):
+        raise ValueError(f"size must be an int or (h, w) of ints, each >= 8, got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 class ForComp(Dataset):
@@ -135,13 +152,10 @@ class ForComp(Dataset):
             orig_img_prob=orig_img_prob,
             epochs=epochs,
         )
-        if isinstance(size, int):
-            size = (size, size)
-        if len(size) != 2 or min(size) < 8:
-            raise ValueError(f"size must be an int or (h, w) with both >= 8, got {size!r}")
-        self.size = (int(size[0]), int(size[1]))
-        if seed is not None and not isinstance(seed, int):
+        self.size = _canvas_size(size)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        seed = int(seed) if seed is not None else None
         self.reader = CacheReader(cache, split)
         self.split = split
         self.classes = self.reader.classes
@@ -164,6 +178,7 @@ class ForComp(Dataset):
         self._build_pools()
         self._recombine = Recombine(self.config, seed=seed if seed is not None else 0)
         self._rng: torch.Generator | None = None
+        self._rng_pid = -1
         self._fg_by_class: dict[str, list[int]] | None = None
 
     # ---- background pools (ForNet's pruning, with a fallback per class) ----
@@ -226,8 +241,12 @@ class ForComp(Dataset):
         if self.seed is not None:
             g.manual_seed(derive_seed(self.seed, self.epoch, index))
             return g
-        if self._rng is None:  # per process: DataLoader gives each worker its own initial seed
+        if self._rng is None or self._rng_pid != os.getpid():
+            # One generator per process, made in that process: a forked DataLoader worker must not
+            # reuse a generator the parent made (e.g. by a ds[0] before training), or workers
+            # repeat each other's draws. Each worker's torch initial seed differs (DataLoader).
             self._rng = torch.Generator().manual_seed(derive_seed(torch.initial_seed(), os.getpid()))
+            self._rng_pid = os.getpid()
         g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._rng)))
         return g
 
@@ -239,7 +258,7 @@ class ForComp(Dataset):
         for _ in range(MAX_RETRIES):
             try:
                 fg = _decode(self.reader.fg_bytes(part), ImageReadMode.RGB_ALPHA)
-                return self._apply_fg_transform(_shrink(fg, max(self.size))), part
+                return _shrink(fg, max(self.size)), part
             except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
                 self.decode_failures += 1
                 log.warning(
@@ -259,15 +278,6 @@ class ForComp(Dataset):
                 self._fg_by_class.setdefault(p.cls, []).append(i)
         return self._fg_by_class[cls]
 
-    def _apply_fg_transform(self, fg: torch.Tensor) -> torch.Tensor:
-        t = self.fg_transform
-        if t is None:
-            return fg
-        if type(t).__module__.startswith("albumentations"):
-            out = t(image=fg.permute(1, 2, 0).numpy())["image"]
-            return torch.as_tensor(out).permute(2, 0, 1).contiguous()
-        return torch.as_tensor(t(fg))
-
     def _choose_bg(self, part: Part, g: torch.Generator) -> int:
         mode = self.config.background
         if mode == "orig":
@@ -275,18 +285,18 @@ class ForComp(Dataset):
         return self._pick(self.pool_class[part.cls] if mode == "same" else self.pool_all, g)
 
     def _load_bg(self, part: Part, g: torch.Generator) -> tuple[torch.Tensor, float]:
+        fallback = False  # background="orig" whose own background fails: a same-class one instead
         for _ in range(MAX_RETRIES):
-            bi = self._choose_bg(part, g)
+            bi = self._pick(self.pool_class[part.cls], g) if fallback else self._choose_bg(part, g)
             bpart = self.reader.backgrounds[bi]
             try:
                 bg = _decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)
                 return resize_cover(bg, self.size), self.reader.ratios.get(bpart.key, 0.0)
             except Exception as e:  # noqa: BLE001
                 self.decode_failures += 1
-                log.warning("cannot decode background %s (%s); drawing another", bpart.key, e)
-                if self.config.background == "orig":
-                    break
-        raise CacheFormatError(f"no decodable background for {part.key}")
+                log.warning("cannot decode background %s (%s); drawing another of its class", bpart.key, e)
+                fallback = fallback or self.config.background == "orig"
+        raise CacheFormatError(f"{MAX_RETRIES} backgrounds for {part.key} failed to decode in a row")
 
     def _source_path(self, part: Part) -> Path | None:
         src = self.reader.sources.get(part.key)
@@ -299,8 +309,17 @@ class ForComp(Dataset):
 
     def load_parts(self, index: int) -> dict[str, Any]:
         """Read and decode the parts for foreground ``index`` (what a DataLoader worker does)."""
+        index = self._check_index(index)
+        failures = self.decode_failures
         g = self._item_generator(index)
         fg, part = self._load_fg(index, g)
+        if self.fg_transform is not None:
+            fg = apply_fg_transform(
+                self.fg_transform,
+                fg,
+                seed=None if self.seed is None else derive_seed(self.seed, self.epoch, index, 0xF6),
+                name=self.reader.fg_name(part),
+            )
         bg, bg_ratio = self._load_bg(part, g)
         p = self.config.orig_prob(self.epoch)
         use_orig = bool(p > 0 and float(torch.rand((), generator=g)) < p)
@@ -323,7 +342,15 @@ class ForComp(Dataset):
             "orig": orig,
             "use_orig": use_orig,
             "uniforms": torch.rand(n_uniforms(self.config), generator=g),
+            "decode_failures": self.decode_failures - failures,
         }
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        i = operator.index(index)
+        if not -n <= i < n:
+            raise IndexError(f"index {index} out of range for {n} foregrounds")
+        return i + n if i < 0 else i
 
     # ---- one sample: same kernel, B = 1 ----
     def __getitem__(self, index: int) -> tuple[Any, ...]:
@@ -360,19 +387,25 @@ class ForComp(Dataset):
         ``batch_transform`` (e.g. normalisation) is applied to the float image batch on ``device``.
         Shuffles by default for the train split. Draws depend on the dataset seed and epoch.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError(
+                "sampler and shuffle=True are exclusive (as in DataLoader): shuffle in the sampler, "
+                "e.g. DistributedSampler(ds, shuffle=True)"
+            )
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if shuffle is None:
             shuffle = sampler is None and self.split == "train"
         gen = None
         if shuffle and sampler is None:
-            gen = torch.Generator().manual_seed(
-                derive_seed(self.seed if self.seed is not None else torch.initial_seed(), self.epoch, 1)
-            )
+            # seeded: the order follows (seed, epoch); unseeded: a new order at every call, as
+            # DataLoader(shuffle=True) (it also reseeds the workers of unseeded datasets)
+            base = int(torch.randint(0, 2**62, (1,))) if self.seed is None else self.seed
+            gen = torch.Generator().manual_seed(derive_seed(base, self.epoch, 1))
         dl = DataLoader(
             _PartsView(self),
-            batch_size=batch_size,
+            batch_size=int(batch_size),
             shuffle=shuffle if sampler is None else False,
             sampler=sampler,
             num_workers=num_workers,
@@ -381,7 +414,18 @@ class ForComp(Dataset):
             pin_memory=dev.type == "cuda" if pin_memory is None else pin_memory,
             generator=gen,
         )
+        return self._batches(dl, dev, batch_transform, counted_here=num_workers == 0)
+
+    def _batches(
+        self,
+        dl: DataLoader,
+        dev: torch.device,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None,
+        counted_here: bool,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         for parts in dl:
+            if not counted_here:  # failures counted in worker processes: bring them home
+                self.decode_failures += parts.decode_failures
             parts = parts.to(dev, non_blocking=True)
             images, masks = self._recombine(parts)
             images = images.as_subclass(torch.Tensor)
@@ -428,4 +472,5 @@ def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
         uniforms=torch.stack([s["uniforms"] for s in samples])
         if all("uniforms" in s for s in samples)
         else None,
+        decode_failures=sum(int(s.get("decode_failures", 0)) for s in samples),
     )

@@ -11,6 +11,7 @@ workers never repeat each other), and ``revlinear`` decreases from 1 to 0 over t
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -56,6 +57,17 @@ class RecombineConfig:
     epochs: int | None = None
 
     def __post_init__(self) -> None:
+        # numpy scalars (np.int64 from an array, np.float32 ...) are taken as the Python numbers
+        # they stand for; booleans are not numbers here.
+        for name in ("fg_bates_n", "nonant", "epochs"):
+            v = getattr(self, name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                object.__setattr__(self, name, int(v))
+        for name in ("fg_scale_jitter", "pruning_ratio", "mask_smoothing_sigma", "rel_jut_out", "size_factor",
+                     "orig_img_prob"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, numbers.Real) and not isinstance(v, (bool, int, float)):
+                object.__setattr__(self, name, float(v))
         if self.background not in ("orig", "same", "all"):
             raise ValueError(f"background must be one of 'orig', 'same', 'all', got {self.background!r}")
         if not (isinstance(self.fg_scale_jitter, (int, float)) and 0 <= self.fg_scale_jitter < 1):

@@ -34,6 +34,7 @@ class Parts:
         orig: ``(B, 3, H, W)`` uint8 original images or None; ``use_orig`` ``(B,)`` bool.
         uniforms: ``(B, K)`` each sample's own uniform draws for its geometry, or None (then the
             transform's generator draws for the whole batch).
+        decode_failures: parts that failed to decode while this batch was read (and were replaced).
     """
 
     fg: torch.Tensor
@@ -45,10 +46,11 @@ class Parts:
     orig: torch.Tensor | None = None
     use_orig: torch.Tensor | None = None
     uniforms: torch.Tensor | None = None
+    decode_failures: int = 0
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Parts:
-        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+        def mv(t: Any) -> Any:
+            return t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
 
         return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
 
@@ -63,7 +65,9 @@ class Recombine(v2.Transform):
     """Paste a batch of foregrounds onto backgrounds with ForNet's size/position rules.
 
     Args:
-        config: a :class:`RecombineConfig` (or its fields as keyword arguments).
+        config: a :class:`RecombineConfig` (or its fields as keyword arguments). ``Recombine`` uses
+            the geometry fields (size, position, feathering); ``background``, ``pruning_ratio`` and
+            ``orig_img_prob`` choose the parts and act in :class:`~forcomp.ForComp`, which reads them.
         seed: base seed; the generator is derived from ``(seed, rank, epoch)``. None: random.
         method: the paste kernel (see :func:`~forcomp.recombine.functional.composite`): ``auto``
             takes per-object windows on the CPU and batched matrices on GPUs.

@@ -245,6 +245,9 @@ def test_orig_img_prob_returns_source(built_cache):
         ({"size_factor": 0}, "size_factor"),
         ({"fg_scale_jitter": -1}, "fg_scale_jitter"),
         ({"size": 2}, "size"),
+        ({"size": 64.0}, "size must be an int or"),
+        ({"size": "64"}, "size must be an int or"),
+        ({"size": (64, 32.5)}, "size must be an int or"),
     ],
 )
 def test_invalid_parameters(cache, kw, match):
@@ -301,3 +304,121 @@ def test_recombine_kernels_agree_and_method_is_checked(cache):
     torch.testing.assert_close(mw.sum((1, 2)), mm.sum((1, 2)), rtol=0.08, atol=2.0)  # same pasted area
     with pytest.raises(ValueError, match="method"):
         Recombine(method="pil")  # type: ignore[arg-type]
+
+
+def test_unseeded_workers_differ_even_after_ds_i_in_the_parent(tmp_path):
+    """A ds[i] before training must not hand the parent's generator to forked workers (they would
+    repeat each other's draws), and unseeded loaders draw anew at every call."""
+    from forcomp.recombine.dataset import _PartsView, collate_parts
+
+    cache = make_cache(tmp_path / "c", per_class=4)
+    ds = ForComp(cache, "val", size=32, seed=None)
+    ds[0]  # a sanity check before training creates the parent's generator
+    dl = DataLoader(_PartsView(ds), batch_size=2, num_workers=2, collate_fn=collate_parts)
+    draws = torch.cat([p.uniforms for p in dl])
+    assert len({tuple(r.tolist()) for r in draws}) == len(draws)
+    a = torch.cat([b[0] for b in ds.loader(6, num_workers=2, shuffle=False)])
+    b = torch.cat([b[0] for b in ds.loader(6, num_workers=2, shuffle=False)])
+    assert not torch.equal(a, b)
+
+
+def test_unseeded_shuffle_order_changes_between_epochs(tmp_path):
+    cache = make_cache(tmp_path / "c", split="train", per_class=4)
+    ds = ForComp(cache, "train", size=16, seed=None)
+    orders = {tuple(torch.cat([y for _, y in ds.loader(12)]).tolist()) for _ in range(4)}
+    assert len(orders) > 1
+
+
+def test_seeded_random_fg_transform_is_reproducible_and_leaves_global_rng_alone(cache):
+    import albumentations as A
+
+    for tf in (
+        v2.RandomResizedCrop(24, scale=(0.3, 1.0)),
+        A.Compose([A.RandomResizedCrop(size=(24, 24), scale=(0.3, 1.0))]),
+    ):
+        ds = ForComp(cache, "val", size=48, seed=0, fg_transform=tf, return_masks=True)
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        first = [ds[i][2] for i in range(4)]
+        assert torch.equal(torch.get_rng_state(), before)
+        again = [ds[i][2] for i in range(4)]
+        assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+        loaded = torch.cat([m for *_, m in ds.loader(4, num_workers=2, shuffle=False)])
+        torch.testing.assert_close(loaded[:4], torch.stack(first), atol=1e-6, rtol=0)
+
+
+def test_fg_transform_errors_name_the_transform_and_colour_transforms_wrap_in_keep_alpha(cache, caplog):
+    import albumentations as A
+
+    import forcomp
+
+    ds = ForComp(cache, "val", size=48, seed=0, fg_transform=v2.ColorJitter(0.4, 0.4, 0.4))
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(ValueError, match=r"ColorJitter.*img0\.WEBP.*KeepAlpha"),
+    ):
+        ds[0]
+    assert ds.decode_failures == 0 and "cannot decode" not in caplog.text  # not blamed on the cache
+    for colour in (v2.ColorJitter(0.4, 0.4, 0.4, 0.1), A.Compose([A.ColorJitter(p=1.0)])):
+        kept = ForComp(
+            cache, "val", size=48, seed=0, fg_transform=forcomp.KeepAlpha(colour), return_masks=True
+        )
+        plain = ForComp(cache, "val", size=48, seed=0, return_masks=True)
+        img, _, m = kept[0]
+        ref, _, m_ref = plain[0]
+        assert torch.equal(m, m_ref)  # alpha untouched
+        assert not torch.allclose(img[:, m > 0.99], ref[:, m_ref > 0.99])  # colour changed
+    with pytest.raises(ValueError, match="must return a \\(4, h, w\\) RGBA"):
+        ForComp(cache, "val", size=48, fg_transform=v2.Lambda(lambda t: t[:3]))[0]
+
+
+def test_float_fg_transform_output_is_taken_as_0_1(cache):
+    ds = ForComp(
+        cache, "val", size=48, seed=0, return_masks=True, fg_transform=v2.ToDtype(torch.float32, scale=True)
+    )
+    ref = ForComp(cache, "val", size=48, seed=0, return_masks=True)
+    img, _, m = ds[0]
+    img_ref, _, m_ref = ref[0]
+    assert m.sum() > 100
+    torch.testing.assert_close(m, m_ref)
+    torch.testing.assert_close(img, img_ref, atol=1 / 255, rtol=0)
+
+
+def test_decode_failures_counted_with_workers_and_orig_background_falls_back(cache, caplog):
+    (cache / "val" / "foregrounds" / "n00000002" / "img1.WEBP").write_bytes(b"broken")
+    (cache / "val" / "backgrounds" / "n00000003" / "img0.JPEG").write_bytes(b"broken")
+    for workers in (0, 2):
+        ds = ForComp(cache, "val", size=32, seed=0, background="orig")
+        with caplog.at_level(logging.WARNING):
+            labels = torch.cat([y for _, y in ds.loader(3, num_workers=workers, shuffle=False)])
+        assert labels.tolist() == ds.targets  # every item delivered, with its own label
+        assert ds.decode_failures == 2, workers
+    assert "drawing another of its class" in caplog.text
+    img = ForComp(cache, "val", size=32, seed=0, background="orig")[6][0]  # n00000003/img0: no crash
+    assert img.shape == (3, 32, 32)
+
+
+def test_loader_and_index_arguments_checked_like_torch(cache):
+    from torch.utils.data import SequentialSampler
+
+    ds = ForComp(cache, "val", size=32, seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ds.loader(0)  # at the call, not at the first next()
+    with pytest.raises(ValueError, match="exclusive"):
+        ds.loader(2, sampler=SequentialSampler(ds), shuffle=True)
+    torch.testing.assert_close(ds[-1][0], ds[len(ds) - 1][0])
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    np = pytest.importorskip("numpy")
+    assert ForComp(cache, "val", size=np.int64(32), seed=np.int64(0), nonant=np.int64(4))[0][0].shape == (
+        3,
+        32,
+        32,
+    )
+
+
+def test_a_file_is_not_a_cache(tmp_path):
+    f = tmp_path / "mk.py"
+    f.write_text("")
+    with pytest.raises(CacheFormatError, match="is a file, not a cache directory"):
+        ForComp(f)
