@@ -6,6 +6,8 @@ import logging
 import multiprocessing as mp
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from forcomp.build.config import BuildConfig
@@ -13,7 +15,7 @@ from forcomp.build.pipeline import Backends, BuildSummary, batched, process_batc
 from forcomp.build.sources import Item
 from forcomp.cache.index import IndexRecord, IndexWriter
 from forcomp.cache.layout import CacheLayout
-from forcomp.errors import WeightsNotFoundError
+from forcomp.errors import ForcompError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,21 @@ def _results(
         return
     # spawn, not fork: a forked child inherits OpenCV's/torch's thread pools in whatever state
     # they were and can deadlock (seen here with workers=2), and CUDA cannot be forked at all.
+    # A ProcessPoolExecutor, not multiprocessing.Pool: when a worker dies while starting (a script
+    # calling build_cache without the `if __name__ == "__main__":` guard that spawn needs), Pool
+    # respawns it forever and the build hangs; the executor reports a broken pool.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(config.workers, initializer=_init_worker, initargs=(config, layout)) as pool:
-        yield from pool.imap(_work, batches)
+    with ProcessPoolExecutor(
+        config.workers, mp_context=ctx, initializer=_init_worker, initargs=(config, layout)
+    ) as pool:
+        try:
+            yield from pool.map(_work, batches)
+        except BrokenProcessPool as e:
+            raise ForcompError(
+                f"the {config.workers} build worker processes could not start or died ({e}). Calling "
+                "build_cache(..., workers>1) from a script? Put the call under "
+                "`if __name__ == \"__main__\":` (worker processes re-import the script), or use workers=1."
+            ) from e
 
 
 def run_local(

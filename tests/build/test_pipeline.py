@@ -224,3 +224,22 @@ def test_odd_class_names_and_formats_build(tmp_path):
     assert s.errors == [] and s.ok + s.no_object == 6 and s.ok >= 4, s.format()
     assert (tmp_path / "cache" / "train" / "foregrounds" / "ç lass 猫" / "rgb.WEBP").exists()
     assert verify_cache(tmp_path / "cache") == []
+
+
+def test_script_without_main_guard_fails_clearly_instead_of_hanging(tmp_path):
+    """Worker processes start with spawn and re-import the calling script: without the
+    ``if __name__ == "__main__":`` guard they cannot start. The build must stop with a message
+    saying so (multiprocessing.Pool used to respawn them forever: the build hung)."""
+    import subprocess
+    import sys
+
+    source = make_imagefolder(tmp_path / "src", per_class=2)
+    script = tmp_path / "build_it.py"
+    script.write_text(
+        "from forcomp import BuildConfig, build_cache\n"
+        f"build_cache({str(source)!r}, {str(tmp_path / 'cache')!r}, "
+        "BuildConfig(split='val', workers=2, batch_size=1))\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert 'if __name__ == "__main__":' in run.stderr
