@@ -105,9 +105,9 @@ def run_local(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Process ``todo`` and append each record to this process's index file as soon as it is done."""
+    names: dict[str, Any] = dict(check_weights(config))  # also names the backends of a no-op run
     if not todo:
-        return {}
-    names: dict[str, Any] = dict(check_weights(config))
+        return names
     bar = _progress(len(todo), progress, f"build {layout.split}")
     with IndexWriter(layout, config.shard_tag) as index:
         for records in _results(todo, config, layout, names):
