@@ -92,7 +92,7 @@ def _results(
             raise ForcompError(
                 f"the {config.workers} build worker processes could not start or died ({e}). Calling "
                 "build_cache(..., workers>1) from a script? Put the call under "
-                "`if __name__ == \"__main__\":` (worker processes re-import the script), or use workers=1."
+                '`if __name__ == "__main__":` (worker processes re-import the script), or use workers=1.'
             ) from e
 
 

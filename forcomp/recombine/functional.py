@@ -122,17 +122,41 @@ def composite(
     # float64 inputs compute in float64; everything else in float32 (half inputs included: the
     # matmuls accumulate in float32 and the result is cast back).
     cdt = torch.float64 if bg.dtype == torch.float64 else torch.float32
-    B, _, Hf, Wf = fg.shape
-    H, W = bg.shape[-2:]
-    fg_scale = 255.0 if not fg.dtype.is_floating_point else 1.0
 
     if method == "auto":
         method = "window" if bg.device.type == "cpu" and not torch.compiler.is_compiling() else "matrix"
     if method == "window":
-        images, masks = _composite_window(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
+        with torch.autocast(device_type=bg.device.type, enabled=False):  # see below
+            images, masks = _composite_window(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
         return (images[0], masks[0]) if unbatched else (images, masks)
     if method != "matrix":
         raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
+    # Autocast off: under a user's autocast the matmuls and convolutions would run in bf16/fp16
+    # (8-11 bit mantissas: 3/255 off, measured); the kernel computes in float32 and casts back to
+    # the input's dtype itself.
+    with torch.autocast(device_type=bg.device.type, enabled=False):
+        out, a_out = _composite_matrix(fg, fg_hw, bg, params, smoothing_radius, cdt, is_int, bg_scale)
+    images = out.to(out_dtype)
+    masks = a_out[:, 0].to(torch.float32 if is_int else out_dtype)
+    if unbatched:
+        return images[0], masks[0]
+    return images, masks
+
+
+def _composite_matrix(
+    fg: torch.Tensor,
+    fg_hw: torch.Tensor,
+    bg: torch.Tensor,
+    params: RecombineParams,
+    smoothing_radius: int,
+    cdt: torch.dtype,
+    is_int: bool,
+    bg_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batched path: blended images in ``cdt`` (output units) and the ``(B, 1, H, W)`` alpha."""
+    B, _, Hf, Wf = fg.shape
+    H, W = bg.shape[-2:]
+    fg_scale = 255.0 if not fg.dtype.is_floating_point else 1.0
     fh, fw = fg_hw[:, 0].to(cdt), fg_hw[:, 1].to(cdt)
     # 1/255 (uint8 input) is folded into the row matrix: one pass less over the pixels.
     ry = resample_matrix(H, Hf, fh, params.y0.to(cdt), params.h.to(cdt)) / fg_scale
@@ -160,11 +184,7 @@ def composite(
         out = torch.addcmul(b, a_out, rgb * 255.0 - b).round_().clamp_(0, 255)
     else:
         out = torch.addcmul(b, a_out, rgb - b)
-    images = out.to(out_dtype)
-    masks = a_out[:, 0].to(torch.float32 if is_int else out_dtype)
-    if unbatched:
-        return images[0], masks[0]
-    return images, masks
+    return out, a_out
 
 
 def _premultiplied(src: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:

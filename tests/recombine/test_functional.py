@@ -185,3 +185,19 @@ def test_auto_is_window_on_cpu_and_float_output_skips_uint8_round_trip():
         composite(fg, hw, bg, p, method="pil")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="out_dtype"):
         composite(fg, hw, bg.float() / 255, p, out_dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_does_not_lower_the_kernels_precision(device):
+    """Under a training script's autocast the matmuls would drop to bfloat16 (8-bit mantissa):
+    the kernel computes in float32 regardless and returns the input's dtype."""
+    _skip_no_cuda(device)
+    fg, hw, bg, p = _scene()
+    fg, bg, hw = (fg.float() / 255).to(device), (bg.float() / 255).to(device), hw.to(device)
+    p = RecombineParams(*(t.to(device) for t in p))
+    for method in METHODS:
+        ref, _ = composite(fg, hw, bg, p, method=method)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out, _ = composite(fg, hw, bg, p, method=method)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
