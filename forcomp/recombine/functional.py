@@ -4,7 +4,8 @@ The placement is an axis-aligned scale and translation per sample, so it is *sep
 foreground is resampled onto the canvas as ``Ry @ fg @ Rxᵀ`` with per-sample resampling matrices
 ``Ry (B, H, Hf)`` and ``Rx (B, W, Wf)`` (two batched matmuls). The matrices hold a triangle
 filter whose support widens with the shrink factor — bilinear when enlarging, anti-aliased like
-PIL's ``resize`` when shrinking — and zero columns for the foreground's padding. Edge feathering is
+PIL's ``resize`` when shrinking — and zero columns for the foreground's padding. Boxes are whole
+pixels, as ForNet's ``round()`` placement. Edge feathering is
 the same trick with per-sample Gaussian matrices on the pasted alpha, then ForNet's ``2a - 1``
 re-hardening; alpha blending is premultiplied. No Python loop over the batch, no ``.item()``: it
 runs on the batch's device and under ``torch.compile``.
@@ -14,8 +15,9 @@ row where a banded filter costs a few taps, and a CPU gains nothing from one big
 ``composite`` takes the *window* path instead: each object is resampled at its own size by
 torch's SIMD uint8 anti-aliased resize (PIL's triangle filter), feathered and blended inside its
 own box, at a cost proportional to the object's area (2.8x the matrix path on a 2-core CPU in
-``benchmarks/online.py``). The only difference is that the box is rounded to whole pixels, as
-PIL's ``paste`` does; ``method="matrix"`` forces the exact path anywhere.
+``benchmarks/online.py``). Both paths give the same picture (PSNR 65-77 dB between them on test
+scenes: float rounding), so ``ds[i]`` on a CPU shows what a GPU batch trains on; ``method=`` picks
+one explicitly.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ def resample_matrix(
     """Per-sample 1-D resampling matrices ``(B, n_out, n_pad)``.
 
     Source pixels ``[0, n_valid)`` (of a row padded to ``n_pad``) are mapped onto output pixels
-    ``[start, start + length)`` (floats, output pixel units; may leave the canvas). Each row holds
-    the weights of a triangle filter of half-width ``max(1, n_valid / length)`` source pixels
-    (bilinear when enlarging, area-like anti-aliasing when shrinking), normalised as if the source
-    continued past its edges, so the object's border fades over one output pixel as with
-    zero padding, and padding columns are zero.
+    ``[start, start + length)`` (output pixel units; may leave the canvas). Each row holds the
+    weights of a triangle filter of half-width ``max(1, n_valid / length)`` source pixels
+    (bilinear when enlarging, area-like anti-aliasing when shrinking), renormalised over the valid
+    source pixels as PIL's and torch's antialiased resizes do at an image's border. Rows whose
+    pixel centre lies outside the span are zero, and so are the padding columns.
     """
     dev, dt = start.device, start.dtype
     step = n_valid / length  # source pixels per output pixel
@@ -48,13 +50,9 @@ def resample_matrix(
     s = (u[None, :] - start[:, None]) * step[:, None]  # (B, n_out) source coordinate of each output centre
     j = torch.arange(n_pad, device=dev, dtype=dt) + 0.5
     w = (1 - (j[None, None, :] - s[:, :, None]).abs() / half[:, None, None]).clamp_min(0)
-    # Normaliser of an unbounded source, sum_j tri((j + 0.5 - s) / r) over all integers j, in closed
-    # form (arithmetic series on each side of s): exact, and no data-dependent shapes.
-    d0 = torch.ceil(s - 0.5) + 0.5 - s  # distance to the first sample at or right of s, in [0, 1)
-    r = half[:, None]
-    norm = _tri_side_sum(d0, r) + _tri_side_sum(1 - d0, r)
-    w = w / norm[:, :, None].clamp_min(1e-6)
-    return w * (j[None, None, :] < n_valid[:, None, None]).to(dt)
+    w = w * (j[None, None, :] < n_valid[:, None, None]).to(dt)
+    inside = (u[None, :] >= start[:, None]) & (u[None, :] < (start + length)[:, None])
+    return w / w.sum(-1, keepdim=True).clamp_min(1e-12) * inside[:, :, None].to(dt)
 
 
 def gaussian_matrix(n: int, sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -69,12 +67,6 @@ def gaussian_matrix(n: int, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     s = sigma.clamp_min(1e-3)[:, None, None]
     k = torch.exp(-0.5 * (d[None] / s) ** 2) * (d.abs() <= radius)[None].to(dt)
     return k / k.sum(-1, keepdim=True)
-
-
-def _tri_side_sum(first: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Sum of ``1 - d / r`` over the samples ``d = first, first + 1, ...`` with ``d < r``."""
-    n = torch.ceil(r - first).clamp_min(0)
-    return n - (n * first + n * (n - 1) / 2) / r
 
 
 def composite(
@@ -95,8 +87,8 @@ def composite(
         bg: ``(B, 3, H, W)`` backgrounds (the output canvas), same dtype family as ``fg``.
         params: placement ``x0, y0, w, h`` and edge ``sigma`` (output pixels), each ``(B,)``.
         smoothing_radius: radius of the feathering kernel (>= 3 * the largest sigma).
-        method: ``matrix`` (batched matmuls, sub-pixel placement; GPUs and ``torch.compile``),
-            ``window`` (per-object boxes rounded to whole pixels; CPUs), or ``auto``: ``window``
+        method: ``matrix`` (batched matmuls; GPUs and ``torch.compile``), ``window`` (a loop over
+            the objects' boxes, cost ~ object area; CPUs), or ``auto``: ``window``
             for CPU tensors in eager mode, else ``matrix``.
         out_dtype: dtype of the images; default ``bg``'s. A floating dtype with uint8 inputs gives
             [0, 1] images without a uint8 round trip (what ``Recombine`` uses).
@@ -159,8 +151,13 @@ def _composite_matrix(
     fg_scale = 255.0 if not fg.dtype.is_floating_point else 1.0
     fh, fw = fg_hw[:, 0].to(cdt), fg_hw[:, 1].to(cdt)
     # 1/255 (uint8 input) is folded into the row matrix: one pass less over the pixels.
-    ry = resample_matrix(H, Hf, fh, params.y0.to(cdt), params.h.to(cdt)) / fg_scale
-    rx = resample_matrix(W, Wf, fw, params.x0.to(cdt), params.w.to(cdt))
+    # Whole-pixel boxes, as ForNet (round()) and the window path: the same picture on every device.
+    # Sub-pixel placement softened all four edges by half a pixel, which ForNet's 2a - 1
+    # re-hardening then eroded: a 3 px object kept 5.7 of its 9 px² (now 8.4, as the window path).
+    y0, x0 = params.y0.to(cdt).round(), params.x0.to(cdt).round()
+    h, w = params.h.to(cdt).clamp_min(1).round(), params.w.to(cdt).clamp_min(1).round()
+    ry = resample_matrix(H, Hf, fh, y0, h) / fg_scale
+    rx = resample_matrix(W, Wf, fw, x0, w)
 
     # Premultiply at the source resolution (in fg's units: 255² for uint8, folded into the matrices).
     a_src = fg[:, 3].to(cdt)  # (B, Hf, Wf)

@@ -283,9 +283,8 @@ def test_recombine_pickles_and_replays(cache):
 
 def test_recombine_kernels_agree_and_method_is_checked(cache):
     """``Recombine(method=...)``: the CPU window kernel and the GPU matrix kernel give the same
-    recombination from the same draws, as float images in [0, 1]. They differ only on the object's
-    rim: the window path rounds the box to whole pixels (as ForNet and PIL's ``paste`` do), the
-    matrix path places it to the sub-pixel."""
+    recombination from the same draws, as float images in [0, 1]: what ``ds[i]`` shows on a CPU
+    is what a GPU batch trains on."""
     from forcomp.recombine.dataset import collate_parts
 
     ds = ForComp(cache, "val", size=64, seed=0)
@@ -294,14 +293,8 @@ def test_recombine_kernels_agree_and_method_is_checked(cache):
     matrix, mm = Recombine(seed=1, method="matrix")(parts, params)
     for img in (window, matrix):
         assert img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
-    inside = (mw > 0.98) & (mm > 0.98)
-    outside = (mw < 0.02) & (mm < 0.02)
-    agree = (inside | outside)[:, None].expand_as(window)
-    assert (window - matrix)[agree].abs().max() < 0.03  # alpha within 0.02 of each other there
-    # sub-pixel, not a displaced object: moving the object by one pixel diagonally changes the mask
-    # by 15-20 % of its area on these 25 px objects; the two kernels differ by 4-6 %
-    assert ((mw - mm).abs().sum((1, 2)) <= 0.08 * mm.sum((1, 2))).all()
-    torch.testing.assert_close(mw.sum((1, 2)), mm.sum((1, 2)), rtol=0.08, atol=2.0)  # same pasted area
+    assert (window - matrix).abs().max() < 0.02 and (mw - mm).abs().max() < 0.02
+    torch.testing.assert_close(mw.sum((1, 2)), mm.sum((1, 2)), rtol=0.01, atol=0.5)  # same pasted area
     with pytest.raises(ValueError, match="method"):
         Recombine(method="pil")  # type: ignore[arg-type]
 

@@ -136,19 +136,19 @@ def test_autocast():
     assert out.dtype == torch.float32
 
 
-@pytest.mark.parametrize("n_valid, length", [(100.0, 37.3), (100.0, 250.0), (64.0, 64.0), (200.0, 13.7)])
+@pytest.mark.parametrize("n_valid, length", [(100.0, 37.0), (100.0, 250.0), (64.0, 64.0), (200.0, 14.0)])
 def test_resample_matrix_keeps_constants_and_zeroes_padding(n_valid, length):
-    """A constant foreground stays constant wherever it is pasted (any shrink or zoom), nothing is
-    read from the padding, and nothing lands outside the pasted span (beyond a one-pixel fade)."""
-    start = 30.2
+    """A constant foreground stays constant over the whole pasted span, up to its border pixels
+    (any shrink or zoom), nothing is read from the padding, and nothing lands outside the span."""
+    start = 30.0
     m = resample_matrix(224, 256, torch.tensor([n_valid]), torch.tensor([start]), torch.tensor([length]))[0]
-    inside = m[int(start) + 2 : int(start + length) - 2]
+    inside = m[int(start) : int(start + length)]
     torch.testing.assert_close(inside.sum(1), torch.ones(len(inside)), atol=1e-5, rtol=0)
     assert m[:, int(n_valid) :].abs().sum() == 0
-    assert m[: int(start) - 1].abs().sum() == 0 and m[int(start + length) + 2 :].abs().sum() == 0
+    assert m[: int(start)].abs().sum() == 0 and m[int(start + length) :].abs().sum() == 0
     # shrinking spreads each output pixel over ~2·n_valid/length source pixels (anti-aliasing)
     taps = int((m[int(start) + 2] > 0).sum())
-    assert taps >= 1.8 * n_valid / length
+    assert taps >= (1.8 * n_valid / length if n_valid > length else 1)
 
 
 def test_gaussian_matrix_rows_sum_to_one_and_sigma_zero_is_identity():
@@ -160,17 +160,15 @@ def test_gaussian_matrix_rows_sum_to_one_and_sigma_zero_is_identity():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_window_path_agrees_with_matrix_path(seed):
-    """The CPU window path differs from the exact batched path only by whole-pixel box rounding:
-    PSNR >= 30 dB per image (feathering on), masks equal up to the object's one-pixel rim."""
+    """The CPU window path and the batched matrix path give the same picture (feathering on,
+    objects leaving the canvas): PSNR >= 55 dB per image, masks within 0.02 everywhere."""
     fg, hw, bg, p = _scene(seed=seed)
     p = p._replace(x0=p.x0 - 10 * (seed == 1), y0=p.y0 + 30 * (seed == 2))  # objects jutting out
     a, ma = composite(fg, hw, bg, p, method="matrix")
     b, mb = composite(fg, hw, bg, p, method="window")
     for i in range(fg.shape[0]):
-        assert _psnr(a[i].numpy(), b[i].numpy()) >= 30
-    assert (ma - mb).abs().mean() < 0.02
-    rim = (ma > 0.02) & (ma < 0.98) | (mb > 0.02) & (mb < 0.98)
-    assert (ma - mb)[~rim].abs().max() < 0.05
+        assert _psnr(a[i].numpy(), b[i].numpy()) >= 55
+    assert (ma - mb).abs().max() < 0.02
 
 
 def test_auto_is_window_on_cpu_and_float_output_skips_uint8_round_trip():
