@@ -14,7 +14,7 @@ On the CPU the dense matrices are the wrong trade: they cost ``canvas x padded f
 row where a banded filter costs a few taps, and a CPU gains nothing from one big launch. There
 ``composite`` takes the *window* path instead: each object is resampled at its own size by
 torch's SIMD uint8 anti-aliased resize (PIL's triangle filter), feathered and blended inside its
-own box, at a cost proportional to the object's area (2.8x the matrix path on a 2-core CPU in
+own box, at a cost proportional to the object's area (3.2x the matrix path on a 2-core CPU in
 ``benchmarks/online.py``). Both paths give the same picture (PSNR 65-77 dB between them on test
 scenes: float rounding), so ``ds[i]`` on a CPU shows what a GPU batch trains on; ``method=`` picks
 one explicitly.
