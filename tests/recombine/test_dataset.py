@@ -415,3 +415,27 @@ def test_a_file_is_not_a_cache(tmp_path):
     f.write_text("")
     with pytest.raises(CacheFormatError, match="is a file, not a cache directory"):
         ForComp(f)
+
+
+def test_batches_feed_kornia_with_masks_and_timm_mixup(cache):
+    """After pasting, GPU-side batch pipelines take the loader's output as it is: kornia moves
+    image and mask together, timm's Mixup/CutMix mixes images and labels."""
+    K = pytest.importorskip("kornia.augmentation")
+    from timm.data import Mixup
+
+    ds = ForComp(cache, "val", size=48, seed=0, return_masks=True, mask_smoothing_sigma=0)
+    images, labels, masks = next(iter(ds.loader(6, shuffle=False)))
+    aug = K.AugmentationSequential(
+        K.RandomResizedCrop((40, 40), scale=(0.5, 1.0), p=1.0),
+        K.RandomHorizontalFlip(p=1.0),
+        data_keys=["input", "mask"],
+    )
+    out, out_mask = aug(images, masks[:, None])
+    assert out.shape == (6, 3, 40, 40) and out_mask.shape == (6, 1, 40, 40)
+    on_object = out_mask[:, 0] > 0.99
+    assert on_object.any(dim=(1, 2)).all()
+    colours = out.permute(0, 2, 3, 1)[on_object]  # every pixel the mask calls object is the object
+    torch.testing.assert_close(colours.mean(0), YELLOW, atol=0.03, rtol=0)
+    mixed, targets = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=3)(images, labels)
+    assert mixed.shape == images.shape and targets.shape == (6, 3)
+    torch.testing.assert_close(targets.sum(1), torch.ones(6))
