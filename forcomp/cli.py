@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,11 +98,24 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from forcomp.cache.info import cache_info, format_info
 
-    if not args.cache.is_dir():
-        raise _Unusable(f"cache {args.cache} does not exist")
+    _check_cache_dir(args.cache)
     info = cache_info(args.cache)
     print(json.dumps(info, indent=1, ensure_ascii=False) if args.json else format_info(info))
+    if not info["splits"]:
+        raise _Unusable(
+            f"{args.cache} holds no cache split (expected {args.cache}/train/foregrounds or "
+            f"{args.cache}/foregrounds_train.zip, ...): build one with forcomp build SOURCE {args.cache}"
+        )
     return EXIT_OK
+
+
+def _check_cache_dir(cache: Path) -> None:
+    if cache.exists() and not cache.is_dir():
+        raise _Unusable(
+            f"cache {cache} is a file, not a cache directory (pass the folder forcomp build wrote)"
+        )
+    if not cache.is_dir():
+        raise _Unusable(f"cache {cache} does not exist")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -114,6 +128,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from forcomp.cache.verify import verify_cache
 
+    _check_cache_dir(args.cache)
     problems = verify_cache(args.cache, args.split)
     for p in problems:
         print(p)
@@ -125,7 +140,9 @@ def _add_preview(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="PNG grid: source / foreground / background / recombinations")
     p.add_argument("cache", type=Path)
     p.add_argument("--out", type=Path, default=Path("preview.png"))
-    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument(
+        "--split", choices=["train", "val"], default=None, help="default: val if the cache has it, else train"
+    )
     p.add_argument("--rows", type=int, default=5)
     p.add_argument("--recombinations", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -133,12 +150,18 @@ def _add_preview(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
+    from forcomp.cache.layout import CacheLayout
     from forcomp.preview import render_preview
 
+    split = args.split
+    if split is None:  # the split that exists: a fresh `forcomp build` writes train by default
+        layouts = [CacheLayout(args.cache, s) for s in ("val", "train")]
+        have = [lay.split for lay in layouts if lay.fg_dir.is_dir() or lay.fg_zip.is_file()]
+        split = have[0] if have else "val"
     path = render_preview(
         args.cache,
         args.out,
-        split=args.split,
+        split=split,
         rows=args.rows,
         recombinations=args.recombinations,
         seed=args.seed,
@@ -234,3 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `forcomp info CACHE | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second BrokenPipeError when Python flushes at exit
+        return EXIT_OK

@@ -47,6 +47,9 @@ def test_build_with_failed_file_exits_1(tmp_path, capsys):
         ["build", "{src}", "{tmp}/c", "--inpainter", "lama", "--weights", "{tmp}/empty"],
         ["build", "{src}", "{tmp}/c", "--split", "test"],
         ["info", "{tmp}/missing"],
+        ["info", "{tmp}/empty"],  # a folder that holds no cache
+        ["info", "{src}/n00000001/img0.jpg"],  # a file
+        ["verify", "{src}/n00000001/img0.jpg"],
     ],
 )
 def test_unusable_invocations_exit_2(tmp_path, argv, capsys):
@@ -104,3 +107,31 @@ def test_auto_backend_selection(tmp_path, capsys, monkeypatch):
 def test_bad_arguments_exit_2(capsys):
     assert main(["build"]) == 2
     assert main(["frobnicate"]) == 2
+
+
+def test_preview_picks_the_split_the_cache_has(tmp_path, capsys):
+    """README's sequence: `forcomp build SRC CACHE` (train by default), then `forcomp preview CACHE`."""
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    cache = tmp_path / "cache"
+    assert main(["build", str(src), str(cache), "--quiet"]) == 0
+    out = tmp_path / "p.png"
+    assert main(["preview", str(cache), "--out", str(out), "--rows", "2", "--recombinations", "1"]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    """`forcomp info CACHE | head` must not end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    cache = tmp_path / "cache"
+    assert main(["build", str(src), str(cache), "--quiet"]) == 0
+    code = "import sys; from forcomp.cli import main; sys.exit(main(['info', sys.argv[1], '--json']))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader goes away before the writer writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err

@@ -102,8 +102,28 @@ class CacheReader:
             raise CacheFormatError(
                 f"{lay.ratios_path} has no ratio for {len(missing)} foreground(s), e.g. {missing[0]}"
             )
-        self.classes = sorted({p.cls for p in self.foregrounds})
-        self.sources = {k: r.source for k, r in read_index(lay).items() if r.status == "ok"}
+        index = read_index(lay)
+        # Every class the split knows, not only those with a foreground: a class whose images all
+        # had no object keeps its place, so labels stay those of the source ImageFolder.
+        self.classes = sorted(
+            {p.cls for p in self.foregrounds}
+            | {p.cls for p in self.backgrounds}
+            | {r.cls for r in index.values()}
+        )
+        source_labels = {r.cls: r.label for r in index.values()}
+        shifted = [c for i, c in enumerate(self.classes) if source_labels.get(c, i) != i]
+        if shifted:
+            c = shifted[0]
+            log.warning(
+                "%s: class %s is label %d in the source ImageFolder but %d here (the source has class "
+                "folders without any image?); labels follow this cache's %d classes",
+                lay.root,
+                c,
+                source_labels[c],
+                self.classes.index(c),
+                len(self.classes),
+            )
+        self.sources = {k: r.source for k, r in index.items() if r.status == "ok"}
         self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
 
     @staticmethod

@@ -211,10 +211,14 @@ class ForComp(Dataset):
             if i in kept_set:
                 kept_by_class.setdefault(p.cls, []).append(i)
         self.pool_class: dict[str, list[int]] = {}
+        fg_classes = {p.cls for p in self.foregrounds}
         for c in self.classes:
-            kept = kept_by_class[c]
+            kept = kept_by_class.get(c, [])
+            if c not in fg_classes:  # a class without objects: its backgrounds only serve "all"
+                self.pool_class[c] = kept or all_by_class.get(c, [])
+                continue
             if not kept:
-                kept = all_by_class[c]
+                kept = all_by_class.get(c, [])
                 if self.config.background == "same":
                     if not kept:
                         raise CacheFormatError(
@@ -287,7 +291,8 @@ class ForComp(Dataset):
     def _load_bg(self, part: Part, g: torch.Generator) -> tuple[torch.Tensor, float]:
         fallback = False  # background="orig" whose own background fails: a same-class one instead
         for _ in range(MAX_RETRIES):
-            bi = self._pick(self.pool_class[part.cls], g) if fallback else self._choose_bg(part, g)
+            pool = self.pool_class[part.cls] or self.pool_all
+            bi = self._pick(pool, g) if fallback else self._choose_bg(part, g)
             bpart = self.reader.backgrounds[bi]
             try:
                 bg = _decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)

@@ -439,3 +439,15 @@ def test_batches_feed_kornia_with_masks_and_timm_mixup(cache):
     mixed, targets = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=3)(images, labels)
     assert mixed.shape == images.shape and targets.shape == (6, 3)
     torch.testing.assert_close(targets.sum(1), torch.ones(6))
+
+
+def test_a_class_without_objects_keeps_its_label(tmp_path, caplog):
+    """Labels are the source ImageFolder's: a class whose images all had no object (no foreground,
+    but backgrounds or index records) keeps its place in ``classes``, so later labels do not shift."""
+    import shutil
+
+    cache = make_cache(tmp_path / "c", per_class=2)
+    shutil.rmtree(cache / "val" / "foregrounds" / "n00000001")
+    ds = ForComp(cache, "val", size=32, seed=0, background="same")
+    assert ds.classes == sorted(CLASS_BG) and ds.class_to_idx["n00000002"] == 1
+    assert set(ds.targets) == {1, 2} and ds[0][1] == 1
