@@ -8,7 +8,10 @@ not dependencies); every method processes a whole batch in one forward/backward 
   taken with respect to the *model input* (after normalisation), channel-wise absolute values summed
   over channels.
 - ``gradcam`` needs a spatial feature map: for CNNs the last module (in execution order) that
-  produces a ``(B, C, h, w)`` map after a convolution; for Vision Transformers (timm
+  produces a 4-d spatial map after a convolution, read as ``(B, C, h, w)`` or, for channels-last
+  layers (timm Swin/ConvNeXt-style ``(B, h, w, C)`` outputs), permuted to it; a layer whose layout
+  cannot be told from its shape and the model's declared format is reported as unavailable rather
+  than read the wrong way. For Vision Transformers (timm
   ``VisionTransformer`` and relatives, torchvision ``VisionTransformer``) the input of the last
   block's attention (``blocks[-1].norm1`` / ``encoder.layers[-1].ln_1``, as pytorch-grad-cam
   recommends, because the last block's patch-token outputs do not reach a class-token head), with
@@ -94,13 +97,23 @@ def integrated_gradients(
 
 @dataclass(frozen=True)
 class CamTarget:
-    """Where Grad-CAM reads activations: a module, and how to turn its output into ``(B, C, h, w)``."""
+    """Where Grad-CAM reads activations: a module, and how to turn its output into ``(B, C, h, w)``.
+
+    For ``kind="conv"`` the hints decide between ``(B, C, h, w)`` and channels-last ``(B, h, w, C)``
+    when the output's shape alone does not: ``declared_format`` is the model's own feature format
+    (timm ``output_fmt``, e.g. ``"NHWC"`` for Swin), ``channels`` its feature width (timm
+    ``num_features``), ``module_nchw`` whether the module itself always returns channels-first maps
+    (convolution, batch norm, pooling).
+    """
 
     name: str
     module: nn.Module
     kind: str  # "conv" | "vit"
     prefix_tokens: int = 0
     patch_size: tuple[int, int] | None = None
+    declared_format: str | None = None
+    channels: int | None = None
+    module_nchw: bool = False
 
 
 def _vit_target(model: nn.Module) -> CamTarget | None:
@@ -123,6 +136,56 @@ def _vit_target(model: nn.Module) -> CamTarget | None:
         ps = int(cast(int, model.patch_size))  # torchvision ViT: an int attribute
         name = next(n for n, m in model.named_modules() if m is layers[-1].ln_1)
         return CamTarget(name, layers[-1].ln_1, "vit", 1, (ps, ps))
+    return None
+
+
+_NCHW_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.modules.batchnorm._BatchNorm, *_POOLS)
+
+
+def _conv_cam_target(model: nn.Module, name: str, module: nn.Module) -> CamTarget:
+    fmt = getattr(model, "output_fmt", None)
+    fmt = getattr(fmt, "value", fmt)  # timm's Format enum or a plain string
+    channels = getattr(model, "num_features", None)
+    return CamTarget(
+        name,
+        module,
+        "conv",
+        declared_format=fmt.upper() if isinstance(fmt, str) else None,
+        channels=channels if isinstance(channels, int) and not isinstance(channels, bool) else None,
+        module_nchw=isinstance(module, _NCHW_MODULES),
+    )
+
+
+def _grid_plausible(grid: tuple[int, int], hw: tuple[int, int]) -> bool:
+    """Whether ``grid`` can be the input ``hw`` downsampled by one stride (up to rounding)."""
+    (h, w), (H, W) = grid, hw
+    if not (1 <= h <= H and 1 <= w <= W):
+        return False
+    sy, sx = H / h, W / w
+    return abs(sy - sx) <= 0.25 * max(sy, sx)
+
+
+def feature_layout(shape: tuple[int, ...], hw: tuple[int, int], target: CamTarget) -> str | None:
+    """``"nchw"``, ``"nhwc"`` or ``None`` (cannot tell) for a 4-d feature map of input size ``hw``.
+
+    The shape decides when only one reading gives a grid with the input's aspect ratio (Swin's
+    ``(B, 7, 7, 768)`` on 224 px); otherwise the module type, the model's declared format and its
+    feature width decide, in that order.
+    """
+    if len(shape) != 4:
+        return None
+    nchw = _grid_plausible((shape[2], shape[3]), hw)
+    nhwc = _grid_plausible((shape[1], shape[2]), hw)
+    if nchw != nhwc:
+        return "nchw" if nchw else "nhwc"
+    if not nchw:
+        return None
+    if target.module_nchw:
+        return "nchw"
+    if target.declared_format in ("NCHW", "NHWC"):
+        return target.declared_format.lower()
+    if target.channels is not None and (shape[1] == target.channels) != (shape[3] == target.channels):
+        return "nchw" if shape[1] == target.channels else "nhwc"
     return None
 
 
@@ -149,7 +212,7 @@ def _conv_target(model: nn.Module, x: Tensor) -> CamTarget | None:
             h.remove()
     for module, ok in reversed(finished):
         if ok and calls[module] == 1:
-            return CamTarget(names[module], module, "conv")
+            return _conv_cam_target(model, names[module], module)
     return None
 
 
@@ -167,10 +230,9 @@ def find_cam_target(model: nn.Module, x: Tensor, layer: str | None = None) -> Ca
             raise ValueError(f"gradcam layer {layer!r} is not a module of the model")
         if vit is not None and modules[layer] is vit.module:
             return vit
-        kind = "vit" if vit is not None else "conv"
-        return CamTarget(
-            layer, modules[layer], kind, vit.prefix_tokens if vit else 0, vit.patch_size if vit else None
-        )
+        if vit is not None:
+            return CamTarget(layer, modules[layer], "vit", vit.prefix_tokens, vit.patch_size)
+        return _conv_cam_target(model, layer, modules[layer])
     if vit is not None:
         return vit
     conv = _conv_target(model, x)
@@ -225,6 +287,17 @@ def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, cam_target: CamTarge
         grad = _tokens_to_grid(grad, cam_target, hw)
     elif act.dim() != 4:
         raise AttributionUnavailable(f"gradcam: layer {cam_target.name} gives shape {tuple(act.shape)}")
+    else:
+        layout = feature_layout(tuple(act.shape), (x.shape[-2], x.shape[-1]), cam_target)
+        if layout is None:
+            raise AttributionUnavailable(
+                f"gradcam: cannot tell whether layer {cam_target.name}'s output {tuple(act.shape)} is "
+                "(B, C, h, w) or channels-last (B, h, w, C); gradcam skipped for this model rather than "
+                "computed on a possibly wrong layout (choose another layer with gradcam_layer, or use "
+                "input_x_gradient)"
+            )
+        if layout == "nhwc":
+            act, grad = act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * act).sum(1, keepdim=True))
     return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -290,13 +363,16 @@ class Attributor:
         return out
 
 
-def focus_scores(attribution: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
+def focus_scores(
+    attribution: Tensor, mask: Tensor, eps: float = 1e-12, *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Per-image foreground focus ``(Σ A·M / Σ A) / (Σ M / |image|)``; NaN where undefined.
 
     Undefined means an all-zero attribution map or an empty mask (the object left the canvas).
 
     Shape:
-        attribution, mask: ``(B, H, W)`` (mask in [0, 1], soft edges allowed) → ``(B,)``.
+        attribution, mask: ``(B, H, W)`` (mask in [0, 1], soft edges allowed) → ``(B,)`` of ``dtype``
+        (computed in float64 either way; the bias report keeps float64).
     """
     a = attribution.flatten(1).double()
     m = mask.flatten(1).to(a)
@@ -305,4 +381,4 @@ def focus_scores(attribution: Tensor, mask: Tensor, eps: float = 1e-12) -> Tenso
     share_area = m_sum / m.shape[1]
     focus = share_attr / share_area.clamp_min(eps)
     bad = (a_sum <= eps) | (m_sum <= eps) | ~torch.isfinite(a_sum)
-    return torch.where(bad, torch.full_like(focus, float("nan")), focus).float()
+    return torch.where(bad, torch.full_like(focus, float("nan")), focus).to(dtype)

@@ -171,7 +171,7 @@ def paired_bootstrap(
         ``{name: [low, high]}`` (NaN where a statistic is undefined in every resample).
     """
     names = list(correct)
-    mat = torch.stack([correct[n].float().cpu() for n in names])  # (C, N)
+    mat = torch.stack([correct[n].double().cpu() for n in names])  # (C, N), float64 like the point estimates
     n = mat.shape[1]
     if n == 0:
         return {k: [float("nan"), float("nan")] for k in stats}
@@ -182,7 +182,9 @@ def paired_bootstrap(
         r = min(per_chunk, resamples - done)
         idx = torch.randint(0, n, (r, n), generator=generator)
         # counts[r, i] = how often item i is in resample r; acc = counts @ correct / n
-        counts = torch.zeros(r, n).scatter_add_(1, idx, torch.ones(r, n))
+        counts = torch.zeros(r, n, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones(r, n, dtype=torch.float64)
+        )
         accs.append(counts @ mat.T / n)  # (r, C)
         done += r
     boot = torch.cat(accs)  # (R, C)
@@ -211,7 +213,7 @@ def bootstrap_mean(values: Tensor, *, resamples: int = 1000, generator: torch.Ge
 
 
 def _validate(
-    batch_size: int, limit: int | None, methods: Sequence[str], size: int | tuple[int, int]
+    batch_size: int, limit: int | None, methods: Sequence[str], size: int | tuple[int, int] | None
 ) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -220,6 +222,8 @@ def _validate(
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)!r}")
+    if size is None:
+        return
     sizes = (size, size) if isinstance(size, int) else tuple(size)
     if len(sizes) != 2 or not all(isinstance(s, int) and s >= 8 for s in sizes):
         raise ValueError(f"size must be an int >= 8 or (h, w), got {size!r}")
@@ -295,14 +299,45 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _class_indices(n_outputs: int, classes: list[str], given: Sequence[int] | None) -> list[int] | None:
+ClassIndices = Sequence[int] | Mapping[str, int]
+
+_CLASS_INDICES_HOW = (
+    "class_indices=[...] in Python, or on the command line --class-indices I0,I1,... "
+    "or --class-indices FILE.json"
+)
+
+
+def _is_index(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _class_indices(n_outputs: int, classes: list[str], given: ClassIndices | None) -> list[int] | None:
+    """Model output index per cache class (sorted class order), or ``None`` for the identity mapping."""
     if given is not None:
-        if len(given) != len(classes) or not all(0 <= int(i) < n_outputs for i in given):
+        if isinstance(given, Mapping):
+            missing = [c for c in classes if c not in given]
+            if missing:
+                raise ValueError(
+                    f"class_indices maps class names to outputs but lacks {len(missing)} of the cache's "
+                    f"{len(classes)} classes: {missing[:10]}{' …' if len(missing) > 10 else ''}"
+                )
+            given = [given[c] for c in classes]
+        values = list(given)
+        if len(values) != len(classes):
             raise ValueError(
-                f"class_indices must give one model output index in [0, {n_outputs}) per cache class "
-                f"({len(classes)}), got {list(given)!r}"
+                f"class_indices must give one model output index per cache class in sorted class order "
+                f"({len(classes)} classes), got {len(values)} ({_CLASS_INDICES_HOW})"
             )
-        return [int(i) for i in given]
+        bad = [v for v in values if not _is_index(v) or not 0 <= v < n_outputs]
+        if bad:
+            raise ValueError(
+                f"class_indices must be integers in [0, {n_outputs}) (the model has {n_outputs} outputs), "
+                f"got {bad[:10]}"
+            )
+        if len(set(values)) != len(values):
+            dup = sorted({v for v in values if values.count(v) > 1})
+            raise ValueError(f"class_indices maps several cache classes to the same output(s) {dup}")
+        return [int(v) for v in values]
     if n_outputs == len(classes):
         return None
     mapped = imagenet_class_indices(classes) if n_outputs == 1000 else None
@@ -310,8 +345,21 @@ def _class_indices(n_outputs: int, classes: list[str], given: Sequence[int] | No
         log.info("mapping %d cache classes onto the ImageNet-1k outputs by WordNet id", len(classes))
         return mapped
     raise ForcompError(
-        f"the model has {n_outputs} outputs but the cache has {len(classes)} classes; pass "
-        "class_indices (cache class i → model output index), or evaluate a model trained on these classes"
+        f"the model has {n_outputs} outputs but the cache has {len(classes)} classes; give the model "
+        f"output index of each cache class (in sorted class order): {_CLASS_INDICES_HOW}; or evaluate "
+        "a model trained on these classes"
+    )
+
+
+def prediction_rule(n_outputs: int, out_index: list[int] | None) -> str:
+    """How predictions are made, in words, for the report."""
+    if out_index is None:
+        return f"argmax over all {n_outputs} model outputs (one per cache class)"
+    if len(out_index) == n_outputs:
+        return f"argmax over all {n_outputs} model outputs, mapped to the cache's classes by class_indices"
+    return (
+        f"argmax over the {len(out_index)} outputs mapped to the cache's classes "
+        f"(the model has {n_outputs} outputs; the other {n_outputs - len(out_index)} are ignored)"
     )
 
 
@@ -320,8 +368,8 @@ def run_evaluation(
     cache: str | os.PathLike[str],
     *,
     split: str = "val",
-    size: int | tuple[int, int] = 224,
-    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "imagenet",
+    size: int | tuple[int, int] | None = None,
+    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "auto",
     device: str | torch.device | None = None,
     batch_size: int = 64,
     seed: int = 0,
@@ -332,7 +380,7 @@ def run_evaluation(
     bootstrap: int = 1000,
     ig_steps: int = 16,
     gradcam_layer: str | None = None,
-    class_indices: Sequence[int] | None = None,
+    class_indices: ClassIndices | None = None,
     n_examples: int = 6,
     weights_dir: str | os.PathLike[str] | None = None,
     recombine: dict[str, Any] | None = None,
@@ -358,6 +406,9 @@ def run_evaluation(
             f"model must be an nn.Module, a LoadedModel or a spec string, got {type(model).__name__}"
         )
     norm = resolve_normalize(normalize, loaded)
+    if size is None:
+        size = loaded.default_size()
+    loaded.check_size(size)
     net = loaded.model
     dev = torch.device(device) if device is not None else _model_device(net)
     net.to(dev)
@@ -395,12 +446,12 @@ def run_evaluation(
 
     out_index: list[int] | None = None
     mapped: Tensor | None = None
+    n_outputs = 0
     attributor = Attributor(net, tuple(methods), ig_steps=ig_steps, gradcam_layer=gradcam_layer)
 
     correct: dict[str, Tensor] = {}
     focus: dict[str, list[Tensor]] = {m: [] for m in methods}
-    examples: dict[str, list[Tensor]] = {"images": [], "labels": [], "masks": []}
-    example_maps: dict[str, list[Tensor]] = {m: [] for m in methods}
+    picker = _ExamplePicker(n_examples)
     n_batches = math.ceil(n_images / batch_size)
     bar = None
     if progress:
@@ -416,7 +467,8 @@ def run_evaluation(
             with torch.no_grad():
                 logits = net(x)
             if out_index is None and mapped is None:
-                out_index = _class_indices(logits.shape[1], classes, class_indices)
+                n_outputs = int(logits.shape[1])
+                out_index = _class_indices(n_outputs, classes, class_indices)
                 mapped = torch.tensor(
                     out_index if out_index is not None else [], dtype=torch.long, device=dev
                 )
@@ -434,22 +486,16 @@ def run_evaluation(
                 if m.dim() == 4:
                     m = m[:, 0]
                 for method, a in maps.items():
-                    focus[method].append(focus_scores(a.detach(), m).cpu())
-                have = sum(t.shape[0] for t in examples["images"])
-                take = min(n_examples - have, images.shape[0])
-                if take > 0 and maps:
-                    examples["images"].append(images[:take].float().cpu())
-                    examples["labels"].append(labels[:take].cpu())
-                    examples["masks"].append(m[:take].cpu())
-                    for method, a in maps.items():
-                        example_maps[method].append(a[:take].detach().cpu())
+                    focus[method].append(focus_scores(a.detach(), m, dtype=torch.float64).cpu())
+                if maps:
+                    picker.offer(images, labels, m, maps)
             if bar is not None:
                 bar.update(1)
         correct[cond.name] = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
         log.info(
             "%s: accuracy %.4f over %d images",
             cond.name,
-            correct[cond.name].float().mean(),
+            correct[cond.name].double().mean(),
             len(correct[cond.name]),
         )
     if bar is not None:
@@ -476,6 +522,8 @@ def run_evaluation(
             "methods": list(methods),
             "gradcam_layer": attributor.cam_target.name if attributor.cam_target is not None else None,
             "class_indices": out_index,
+            "n_model_outputs": n_outputs,
+            "prediction": prediction_rule(n_outputs, out_index),
             "limit": limit,
             "recombine": dict(recombine or {}),
             "model": loaded.identity(),
@@ -490,27 +538,58 @@ def run_evaluation(
             },
         }
     )
-    ex = None
-    if examples["images"]:
-        maps = {m: torch.cat(v) for m, v in example_maps.items() if v}
-        ex_masks = torch.cat(examples["masks"])
-        ex = AttributionExamples(
-            images=torch.cat(examples["images"]),
-            labels=torch.cat(examples["labels"]),
-            masks=ex_masks,
+    return Evaluation(report, picker.examples(classes))
+
+
+class _ExamplePicker:
+    """Keeps the attribution examples spread over the classes: round-robin by class, deterministic.
+
+    Each focus-condition image gets the key ``(r, label)`` where ``r`` counts earlier images of its
+    class (in item order); the ``n`` smallest keys are kept, i.e. the first image of every class in
+    class order, then the second of every class, and so on. At most ``n`` images are held at a time.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: dict[int, int] = {}
+        self.kept: list[tuple[tuple[int, int], Tensor, Tensor, Tensor, dict[str, Tensor]]] = []
+
+    def offer(self, images: Tensor, labels: Tensor, masks: Tensor, maps: dict[str, Tensor]) -> None:
+        if self.n < 1:
+            return
+        worst = max(k for k, *_ in self.kept) if len(self.kept) >= self.n else None
+        for i, label in enumerate(labels.tolist()):
+            key = (self.seen.get(label, 0), int(label))
+            self.seen[label] = key[0] + 1
+            if worst is not None and key >= worst:
+                continue
+            item_maps = {m: a[i].detach().cpu() for m, a in maps.items()}
+            self.kept.append((key, images[i].float().cpu(), labels[i].cpu(), masks[i].cpu(), item_maps))
+        self.kept.sort(key=operator.itemgetter(0))
+        del self.kept[self.n :]
+
+    def examples(self, classes: list[str]) -> AttributionExamples | None:
+        if not self.kept:
+            return None
+        methods = list(self.kept[0][4])
+        masks = torch.stack([k[3] for k in self.kept])
+        maps = {m: torch.stack([k[4][m] for k in self.kept]) for m in methods}
+        return AttributionExamples(
+            images=torch.stack([k[1] for k in self.kept]),
+            labels=torch.stack([k[2] for k in self.kept]),
+            masks=masks,
             maps=maps,
-            focus={m: focus_scores(a, ex_masks) for m, a in maps.items()},
+            focus={m: focus_scores(a, masks) for m, a in maps.items()},
             classes=classes,
         )
-    return Evaluation(report, ex)
 
 
 def evaluate(
     model: nn.Module | LoadedModel | str,
     cache: str | os.PathLike[str],
     split: str = "val",
-    size: int | tuple[int, int] = 224,
-    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "imagenet",
+    size: int | tuple[int, int] | None = None,
+    normalize: str | tuple[Sequence[float], Sequence[float]] | None = "auto",
     device: str | torch.device | None = None,
     batch_size: int = 64,
     seed: int = 0,
@@ -531,9 +610,13 @@ def evaluate(
             (see :func:`forcomp.metrics.models.load_model`).
         cache: Cache root (forcomp cache or ForNet release).
         split: Which split to evaluate on.
-        size: Canvas size fed to the model.
-        normalize: ``"imagenet"``, ``"auto"`` (the model's own mean/std when known), ``None`` (feed
-            [0, 1] unchanged) or ``(mean, std)``.
+        size: Canvas size fed to the model; ``None`` (default) = the size the model states (timm
+            ``patch_embed.img_size``, torchvision ViT ``image_size``, else its config's input size),
+            else 224. A model that accepts only one size (a fixed-size ViT) must get that size.
+        normalize: ``"auto"`` (default, as the CLI: the model's own mean/std when it declares one,
+            e.g. timm ``pretrained_cfg``, else ImageNet's), ``"imagenet"``, ``None`` (feed [0, 1]
+            unchanged) or ``(mean, std)``. Input×gradient attributions are taken on the normalised
+            input, so this also sets their implicit baseline.
         device: Where recombination and the model run; ``None`` = the model's device.
         batch_size: Images per batch (≥ 1).
         seed: Recombination seed; the same seed gives the same report.
@@ -542,7 +625,8 @@ def evaluate(
         num_workers: DataLoader workers reading and decoding files.
         progress: Show a tqdm progress bar.
         **options: ``bootstrap`` (resamples, 1000), ``ig_steps`` (16), ``gradcam_layer`` (module
-            name), ``class_indices`` (cache class → model output), ``weights_dir``, ``recombine``
+            name), ``class_indices`` (model output index per cache class in sorted order, or
+            ``{class_name: index}``), ``weights_dir``, ``recombine``
             (other :class:`~forcomp.ForComp` settings for every condition, e.g.
             ``{"mask_smoothing_sigma": 1.0}`` for small canvases; ForNet's defaults otherwise).
 
@@ -550,14 +634,20 @@ def evaluate(
         The report dict (JSON-ready except that undefined scores are NaN floats; the report writer
         stores them as ``null``). Score keys: ``accuracy``, ``background_robustness``, ``bg_gap``,
         ``foreground_focus``, ``center_bias``, ``size_bias`` (each a dict with ``score`` and
-        ``ci95`` except ``accuracy``, a float with ``accuracy_ci95`` beside it).
+        ``ci95`` except ``accuracy``, a float with ``accuracy_ci95`` beside it). ``prediction``
+        says how predictions are made: with more model outputs than cache classes (e.g. a 1000-way
+        ImageNet model on a class subset) it is the argmax over the outputs mapped to the cache's
+        classes only.
 
     Raises:
-        ValueError: Invalid ``batch_size``, ``limit``, ``normalize``, ``methods`` or ``size``.
-        ForcompError: Bad model spec, missing weights, missing or empty cache.
+        ValueError: Invalid ``batch_size``, ``limit``, ``normalize``, ``methods``, ``size`` or
+            ``class_indices``.
+        ForcompError: Bad model spec, missing weights, missing or empty cache, a size the model does
+            not accept (:class:`~forcomp.metrics.models.InputSizeError`), a model/cache class
+            mismatch without ``class_indices``.
 
     Example:
-        >>> report = forcomp.evaluate(model, "cache/", size=224, limit=500)  # doctest: +SKIP
+        >>> report = forcomp.evaluate(model, "cache/", limit=500)  # doctest: +SKIP
         >>> report["center_bias"]["grid"]  # doctest: +SKIP
     """
     return run_evaluation(
@@ -598,7 +688,11 @@ def _build_report(
     seed: int,
     bootstrap: int,
 ) -> dict[str, Any]:
-    acc = {name: c.float().mean() if c.numel() else torch.tensor(float("nan")) for name, c in correct.items()}
+    # float64 throughout: float32 turns 5/12 into 0.4166666567 and equal grids into -1.19e-07 scores
+    acc = {
+        name: c.double().mean() if c.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+        for name, c in correct.items()
+    }
     point = {k: _f(f(acc)) for k, f in HEADLINES.items()}
     g = torch.Generator().manual_seed(seed)
     ci = paired_bootstrap(

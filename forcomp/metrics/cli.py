@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,7 +35,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N items")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None, help="input size (default: the model's own, else 224)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input size (default: the model's own, e.g. a timm ViT's patch_embed.img_size, else 224); "
+        "a fixed-size ViT accepts only its own size",
+    )
     p.add_argument(
         "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
     )
@@ -49,6 +56,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="input_x_gradient,gradcam",
         help="attribution methods, comma-separated; the first is the headline "
         "(input_x_gradient, integrated_gradients, gradcam)",
+    )
+    p.add_argument(
+        "--class-indices",
+        default=None,
+        metavar="I0,I1,...|FILE.json",
+        help="model output index of each cache class, in sorted class order: a comma-separated list, "
+        "or a JSON file holding that list or {class_name: index}. Needed when the model's outputs are "
+        "not the cache's classes (ImageNet-1k models on wnid-named caches are mapped automatically); "
+        "predictions are then the argmax over the mapped outputs only",
     )
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading files")
     p.add_argument(
@@ -70,6 +86,43 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_compare)
 
 
+def parse_class_indices(value: str) -> list[int] | dict[str, int]:
+    """``--class-indices``: ``"7,2,5"`` → ``[7, 2, 5]``; a JSON file → its list or ``{class: index}``.
+
+    Raises:
+        ValueError: Naming the flag and what is wrong (lengths and ranges are checked against the
+            cache and the model later, by :func:`forcomp.metrics.bias.run_evaluation`).
+    """
+    text = value.strip()
+    path = Path(text)
+    if text.lower().endswith(".json") or path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ValueError(f"--class-indices: cannot read {path}: {e}") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--class-indices: {path} is not valid JSON: {e}") from e
+        if isinstance(data, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in data):
+            return list(data)
+        if isinstance(data, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in data.values()
+        ):
+            return {str(k): int(v) for k, v in data.items()}
+        raise ValueError(
+            f"--class-indices: {path} must hold a list of integers (one per cache class, in sorted "
+            "class order) or an object {class_name: integer}"
+        )
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        indices = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"--class-indices must be comma-separated integers (one model output index per cache "
+            f"class, in sorted class order) or a path to a JSON file, got {value!r}"
+        ) from None
+    return indices
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -85,9 +138,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"forcomp evaluate: error: cache {args.cache} does not exist", file=sys.stderr)
         return EXIT_UNUSABLE
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    class_indices = None if args.class_indices is None else parse_class_indices(args.class_indices)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(args.model, weights_dir=args.weights)
-    size = args.size or loaded.input_size or 224
+    size = args.size or loaded.default_size()
+    loaded.check_size(size)  # before any work: a fixed-size ViT names the size it needs
     result = run_evaluation(
         loaded,
         args.cache,
@@ -102,6 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.quiet,
         bootstrap=args.bootstrap,
+        class_indices=class_indices,
         weights_dir=args.weights,
         recombine=None
         if args.mask_smoothing_sigma is None

@@ -16,6 +16,12 @@ differs from the default (a fine-tuned model), the model is rebuilt with that ma
 
 Preprocessing: the model's own mean/std when known (torchvision weights' transforms, timm's
 ``resolve_data_config``, or a ``pretrained_cfg`` dict on a factory's module), else ImageNet's.
+
+Input size: the size the model itself states (timm ``patch_embed.img_size``, torchvision ViT
+``image_size``) comes before the one in its config (``pretrained_cfg`` describes the pretrained
+weights, not necessarily the module built, e.g. a timm ViT created with ``img_size=64``). Models
+that only accept that size (timm ``strict_img_size`` without ``dynamic_img_size``, torchvision ViT)
+record it as ``fixed_size``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ class ModelSpecError(ForcompError, ValueError):
     """A model SPEC names no loadable model (bad path, missing factory, unknown name)."""
 
 
+class InputSizeError(ForcompError, ValueError):
+    """The evaluation size conflicts with a model that only accepts one input size."""
+
+
 @dataclass
 class LoadedModel:
     """A classifier plus what is known about it.
@@ -58,6 +68,7 @@ class LoadedModel:
         weights: Checkpoint path, when one was loaded.
         mean, std: The model's own normalisation, or ``None`` when unknown.
         input_size: The model's native square input size, when known.
+        fixed_size: ``(h, w)`` when the model accepts only that input size (a fixed-size ViT).
     """
 
     model: nn.Module
@@ -67,7 +78,15 @@ class LoadedModel:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     input_size: int | None = None
+    fixed_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        stated, fixed = model_input_size(self.model)
+        if stated is not None and stated[0] == stated[1]:
+            self.input_size = stated[0]  # the module's own size beats its (pretrained) config
+        if self.fixed_size is None:
+            self.fixed_size = fixed
 
     def identity(self) -> dict[str, Any]:
         """JSON-ready description for reports."""
@@ -81,7 +100,61 @@ class LoadedModel:
             "mean": list(self.mean) if self.mean else None,
             "std": list(self.std) if self.std else None,
             "input_size": self.input_size,
+            "fixed_size": list(self.fixed_size) if self.fixed_size else None,
         }
+
+    def default_size(self) -> int | tuple[int, int]:
+        """The evaluation size to use when none is given: the fixed size, the native size, else 224."""
+        if self.fixed_size is not None:
+            h, w = self.fixed_size
+            return h if h == w else (h, w)
+        return self.input_size or 224
+
+    def check_size(self, size: int | tuple[int, int]) -> None:
+        """Raise :class:`InputSizeError` if ``size`` conflicts with a fixed-size model.
+
+        Raises:
+            InputSizeError: Naming the size the model needs and how to pass it.
+        """
+        if self.fixed_size is None:
+            return
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if hw == self.fixed_size:
+            return
+        h, w = self.fixed_size
+        need = f"{h}" if h == w else f"{h}x{w}"
+        how = f"pass --size {h} (size={h} in Python)" if h == w else f"pass size=({h}, {w}) in Python"
+        raise InputSizeError(
+            f"model {self.spec!r} only accepts {need} px inputs (it was built for that size), but the "
+            f"evaluation size is {size}; {how}, or omit the size to use the model's own"
+        )
+
+
+def _pair(v: Any) -> tuple[int, int] | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, tuple | list) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return (int(v[0]), int(v[1]))
+    return None
+
+
+def model_input_size(model: nn.Module) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """``(stated, fixed)``: the input size the module states, and that size again if it is the only one
+    it accepts (timm ``patch_embed.strict_img_size`` without ``dynamic_img_size``; torchvision ViT).
+    """
+    patch_embed = getattr(model, "patch_embed", None)
+    if isinstance(patch_embed, nn.Module):
+        stated = _pair(getattr(patch_embed, "img_size", None))
+        if stated is not None:
+            strict = bool(getattr(patch_embed, "strict_img_size", False))
+            dynamic = bool(getattr(model, "dynamic_img_size", False)) or bool(
+                getattr(patch_embed, "dynamic_img_pad", False)
+            )
+            return stated, stated if strict and not dynamic else None
+    if hasattr(model, "conv_proj") and hasattr(model, "encoder"):  # torchvision VisionTransformer
+        stated = _pair(getattr(model, "image_size", None))
+        return stated, stated
+    return None, None
 
 
 def wrap_module(model: nn.Module) -> LoadedModel:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from forcomp.metrics.report import denoise
+
 PLOT_FILES = {
     "center_bias": "center_bias.png",
     "size_curve": "size_curve.png",
@@ -25,8 +27,14 @@ def _plt() -> Any:
     return plt
 
 
+# Bar panels span at least this much around 0, so that differences of rounding size are not blown up
+# to fill the axis (two equal models once showed bars of opposite sign on a 1e-7 axis).
+MIN_BAR_SPAN = 0.1
+
+
 def _nan(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) and v is not None else float("nan")
+    """A plottable float: NaN for missing values, 0 for values below the noise floor (|v| < 1e-9)."""
+    return denoise(float(v)) if isinstance(v, int | float) and v is not None else float("nan")
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -157,10 +165,10 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
         vals, errs_lo, errs_hi = [], [], []
         for r in reports:
             s, ci = headline(r, key)
-            s = float("nan") if s is None else s
+            s = _nan(s)
             vals.append(s)
             ci = ci or []
-            bounds = [c for c in ci if isinstance(c, int | float)]
+            bounds = [_nan(c) for c in ci if isinstance(c, int | float)]
             ok = bool(ci) and len(bounds) == len(ci) and math.isfinite(s)
             errs_lo.append(max(0.0, s - bounds[0]) if ok else 0.0)
             errs_hi.append(max(0.0, bounds[1] - s) if ok else 0.0)
@@ -174,6 +182,8 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
         ax.set_xticks(range(len(reports)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(label + {True: " ↑", False: " ↓", None: ""}[better], fontsize=9)
         ax.axhline(0, color="black", lw=0.5)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -MIN_BAR_SPAN / 2), max(hi, MIN_BAR_SPAN / 2))
     ax = axes[-1]
     for i, (r, name) in enumerate(zip(reports, names, strict=True)):
         curve = r.get("size_bias", {}).get("curve", {})

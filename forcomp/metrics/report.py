@@ -67,9 +67,18 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(float(v)) else None
 
 
+# Differences below this are rounding noise, not measurements: shown (and plotted) as 0.
+NOISE_FLOOR = 1e-9
+
+
+def denoise(v: float) -> float:
+    """``v`` with ``|v| < NOISE_FLOOR`` set to 0 (NaN unchanged)."""
+    return 0.0 if abs(v) < NOISE_FLOOR else v
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     v = _num(v)
-    return "n/a" if v is None else f"{v:.{digits}f}"
+    return "n/a" if v is None else f"{round(denoise(v), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
 
 
 def _fmt_ci(ci: Any, digits: int = 3) -> str:
@@ -90,6 +99,7 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"{report.get('n_classes')} classes",
         f"- seed {report.get('seed')}, input size {report.get('size')}, normalize {report.get('normalize')}, "
         f"forcomp {report.get('forcomp_version')}",
+        *([f"- prediction: {report['prediction']}"] if report.get("prediction") else []),
         "",
         "## Headline scores (bootstrap 95% interval)",
         "",

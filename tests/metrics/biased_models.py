@@ -117,3 +117,22 @@ def large(min_area: float = 0.10) -> nn.Module:
 factory = invariant  # `tests/metrics/biased_models.py:factory` for the CLI tests
 
 MODELS = {"invariant": invariant, "center": center, "border": border, "large": large}
+
+
+class PaddedNet(nn.Module):
+    """The invariant model's 4 logits placed at outputs 7, 2, 5, 0 of a 10-way head."""
+
+    OUTPUTS = (7, 2, 5, 0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = invariant()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.inner(x)
+        out = torch.full((x.shape[0], 10), -1e3, device=x.device).to(z.dtype)
+        return out.index_copy(1, torch.tensor(self.OUTPUTS, device=x.device), z)
+
+
+def padded() -> nn.Module:
+    return PaddedNet()

@@ -121,3 +121,75 @@ def test_torchvision_vit_gradcam() -> None:
 def test_attributor_validates_methods() -> None:
     with pytest.raises(ValueError, match="methods"):
         Attributor(invariant(), ("saliency",))
+
+
+def _tiny_swin(num_classes: int = 3) -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        embed_dim=16,
+        img_size=64,
+        window_size=2,
+        num_classes=num_classes,
+    ).eval()
+
+
+def _reference_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM by hand on a channels-last layer: permute (B, h, w, C) → (B, C, h, w) first."""
+    store = {}
+    handle = layer.register_forward_hook(lambda _m, _i, out: store.update(act=out))
+    try:
+        score = model(x).gather(1, y.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, store["act"])
+    finally:
+        handle.remove()
+    act, grad = store["act"].detach().permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
+    cam = torch.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))
+    return torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]).double())[0, 1])
+
+
+def test_gradcam_on_channels_last_swin_matches_permuted_reference() -> None:
+    swin = _tiny_swin()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(4, 3, 64, 64, generator=g), torch.tensor([0, 1, 2, 0])
+    t = find_cam_target(swin, x)
+    assert t.name == "norm" and t.kind == "conv"  # timm Swin's last norm outputs (B, h, w, C)
+    cam = Attributor(swin, ("gradcam",))(x, y)["gradcam"]
+    ref = _reference_cam(swin, swin.norm, x, y)
+    assert cam.shape == ref.shape == (4, 64, 64) and ref.std() > 0
+    assert _corr(cam, ref) > 0.99
+
+
+class _ChannelsLastNet(nn.Module):
+    """A conv whose output is permuted to (B, h, w, C) and layer-normed, as Swin/ConvNeXt blocks do."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 1)
+        self.norm = nn.LayerNorm(c)
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.norm(self.conv(x).permute(0, 2, 3, 1))  # (B, h, w, C)
+        return self.head(f.mean((1, 2)))
+
+
+def test_gradcam_ambiguous_layout_is_skipped_not_guessed() -> None:
+    torch.manual_seed(0)
+    model = _ChannelsLastNet(8).eval()
+    x, y = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])  # (B, 8, 8, 8): both readings fit the shape
+    att = Attributor(model, ("input_x_gradient", "gradcam"))
+    maps = att(x, y)
+    assert set(maps) == {"input_x_gradient"}
+    assert "channels-last" in att.unavailable["gradcam"]
+    model.output_fmt = "NHWC"  # a declared format settles it
+    cam = Attributor(model, ("gradcam",))(x, y)["gradcam"]
+    assert _corr(cam, _reference_cam(model, model.norm, x, y)) > 0.99

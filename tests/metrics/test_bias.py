@@ -247,3 +247,68 @@ def test_cuda_matches_the_cpu_rankings(tmp_path: Path) -> None:
         < reports["invariant"]["foreground_focus"]["score"]
     )
     assert reports["invariant"]["runtime"]["device"] == "cuda"
+
+
+def test_api_default_normalize_is_the_models_own_like_the_cli(colour_cache: Path) -> None:
+    kw = dict(size=EVAL_SIZE, batch_size=8, limit=4, methods=("input_x_gradient",), bootstrap=20)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    def model() -> nn.Module:
+        m = biased_models.invariant()
+        m.pretrained_cfg = {"mean": mean, "std": std}  # as a timm model declares its preprocessing
+        return m
+
+    default = evaluate(model(), colour_cache, **kw)
+    assert default["normalize"] == {"mean": list(mean), "std": list(std)}
+    auto = evaluate(model(), colour_cache, normalize="auto", **kw)
+    assert default["conditions"] == auto["conditions"]
+    imagenet = evaluate(model(), colour_cache, normalize="imagenet", **kw)  # explicit values still work
+    assert imagenet["normalize"]["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_attribution_examples_are_spread_over_the_classes(colour_cache: Path) -> None:
+    kw = dict(size=EVAL_SIZE, normalize=None, batch_size=4, limit=16, bootstrap=20, seed=0)
+    ev = run_evaluation(
+        biased_models.invariant(), colour_cache, methods=("input_x_gradient",), n_examples=6, **kw
+    )
+    assert ev.examples is not None
+    assert ev.examples.labels.tolist() == [0, 1, 2, 3, 0, 1]  # round-robin by class, in class order
+    assert ev.examples.images.shape == (6, 3, EVAL_SIZE, EVAL_SIZE)
+    assert ev.examples.maps["input_x_gradient"].shape == ev.examples.masks.shape == (6, EVAL_SIZE, EVAL_SIZE)
+    again = run_evaluation(
+        biased_models.invariant(), colour_cache, methods=("input_x_gradient",), n_examples=6, **kw
+    )
+    assert torch.equal(again.examples.images, ev.examples.images)  # deterministic
+
+
+def test_example_picker_round_robin_across_batches() -> None:
+    from forcomp.metrics.bias import _ExamplePicker
+
+    picker = _ExamplePicker(5)
+    for labels in ([0, 0, 0, 0], [0, 1, 1, 2], [2, 2, 0, 1]):
+        y = torch.tensor(labels)
+        x = y.float().view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+        picker.offer(x, y, torch.ones(4, 2, 2), {"m": torch.ones(4, 2, 2)})
+        assert len(picker.kept) <= 5  # never holds more than it shows
+    ex = picker.examples(["a", "b", "c"])
+    assert ex is not None and ex.labels.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_swin_end_to_end_own_size_and_channels_last_gradcam(colour_cache: Path) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        embed_dim=16,
+        img_size=64,
+        window_size=2,
+        num_classes=4,
+    )
+    ev = run_evaluation(swin, colour_cache, limit=4, batch_size=4, bootstrap=20)  # size: the model's 64
+    r = ev.report
+    assert r["size"] == 64 and r["gradcam_layer"] == "norm"
+    assert "unavailable" not in r["foreground_focus"]["methods"]["gradcam"]
+    assert ev.examples is not None and ev.examples.maps["gradcam"].shape == (4, 64, 64)

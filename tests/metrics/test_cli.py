@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from colour_cache import EVAL_SIZE
 
 from forcomp.cli import main
+from forcomp.metrics.cli import parse_class_indices
 
 MODELS = Path(__file__).parent / "biased_models.py"
 
@@ -25,8 +27,6 @@ def _evaluate(cache: Path, out: Path, factory: str, *extra: str) -> int:
             str(out),
             "--normalize",
             "none",
-            "--size",
-            str(EVAL_SIZE),
             "--limit",
             "12",
             "--batch-size",
@@ -102,3 +102,129 @@ def test_evaluate_missing_cache_and_compare_missing_report(tmp_path: Path, capsy
     assert "does not exist" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "report.json" in capsys.readouterr().err
+
+
+def _quick(cache: Path, out: Path, model: str, *extra: str, size: int | None = EVAL_SIZE) -> int:
+    """A fast ``forcomp evaluate`` run: few images, one attribution method, no plots."""
+    return main(
+        [
+            "evaluate",
+            "--cache",
+            str(cache),
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--normalize",
+            "none",
+            "--limit",
+            "8",
+            "--batch-size",
+            "8",
+            "--bootstrap",
+            "20",
+            "--device",
+            "cpu",
+            "--methods",
+            "input_x_gradient",
+            "--no-plots",
+            "--quiet",
+            *(["--size", str(size)] if size is not None else []),
+            *extra,
+        ]
+    )
+
+
+def test_class_indices_flag_list_and_json(colour_cache: Path, tmp_path: Path, capsys) -> None:
+    model = f"{MODELS}:padded"  # 10 outputs; the cache's 4 classes sit at outputs 7, 2, 5, 0
+    assert _quick(colour_cache, tmp_path / "none", model) == 2
+    assert "--class-indices" in capsys.readouterr().err  # the error names the CLI flag
+    assert _quick(colour_cache, tmp_path / "l", model, "--class-indices", "7,2,5,0") == 0
+    report = json.loads((tmp_path / "l" / "report.json").read_text())
+    assert report["class_indices"] == [7, 2, 5, 0] and report["accuracy"] == 1.0
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"n00000004": 0, "n00000002": 2, "n00000001": 7, "n00000003": 5, "x": 9}))
+    assert _quick(colour_cache, tmp_path / "j", model, "--class-indices", str(mapping)) == 0
+    assert json.loads((tmp_path / "j" / "report.json").read_text())["class_indices"] == [7, 2, 5, 0]
+    (tmp_path / "list.json").write_text("[7, 2, 5, 0]")
+    assert _quick(colour_cache, tmp_path / "k", model, "--class-indices", str(tmp_path / "list.json")) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("7,2", "one model output index per cache class"),
+        ("7,2,5,10", r"\[0, 10\)"),
+        ("7,2,5,-1", r"\[0, 10\)"),
+        ("7,2,7,0", "same output"),
+        ("7,two,5,0", "comma-separated integers"),
+        ("missing.json", "cannot read"),
+    ],
+)
+def test_class_indices_flag_errors(
+    colour_cache: Path, tmp_path: Path, value: str, match: str, capsys
+) -> None:
+    rc = _quick(
+        colour_cache,
+        tmp_path / "o",
+        f"{MODELS}:padded",
+        "--class-indices",
+        str(tmp_path / value) if value.endswith(".json") else value,
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("forcomp evaluate: error:")
+    assert re.search(match, err), err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_parse_class_indices_json_shapes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": "x"}')
+    with pytest.raises(ValueError, match="--class-indices"):
+        parse_class_indices(str(bad))
+    bad.write_text("[1, 2")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_class_indices(str(bad))
+    assert parse_class_indices(" 3, 1 ,2") == [3, 1, 2]
+
+
+def test_prediction_rule_is_reported(colour_cache: Path, tmp_path: Path) -> None:
+    model = f"{MODELS}:padded"
+    assert _quick(colour_cache, tmp_path / "p", model, "--class-indices", "7,2,5,0") == 0
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["n_model_outputs"] == 10
+    assert report["prediction"].startswith("argmax over the 4 outputs mapped to the cache's classes")
+    header = (tmp_path / "p" / "report.md").read_text().split("## Headline")[0]
+    assert "- prediction: argmax over the 4 outputs mapped to the cache's classes" in header
+
+
+VIT_FACTORY = """
+import timm
+import torch
+
+
+def vit():
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, embed_dim=16, num_heads=1,
+        num_classes=4,
+    )
+"""
+
+
+def test_fixed_size_vit_uses_its_own_size_and_rejects_others(
+    colour_cache: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("timm")
+    f = tmp_path / "f.py"
+    f.write_text(VIT_FACTORY)
+    # its pretrained_cfg says 224, the module itself 64: the module wins
+    assert _quick(colour_cache, tmp_path / "ok", f"{f}:vit", size=None) == 0
+    report = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert report["size"] == 64 and report["model"]["fixed_size"] == [64, 64]
+    capsys.readouterr()
+    assert _quick(colour_cache, tmp_path / "bad", f"{f}:vit", size=96) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("forcomp evaluate: error:") and "only accepts 64 px" in err and "--size 64" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()

@@ -120,3 +120,22 @@ def test_report_structure_from_fake_results() -> None:
     assert r["foreground_focus"]["methods"]["input_x_gradient"]["n_valid"] == 3
     assert r["foreground_focus"]["methods"]["gradcam"]["unavailable"] == "no conv"
     assert set(r["background_robustness"]["accuracy"]) == {"orig", "same", "all"}
+
+
+def test_scores_are_float64_exact_for_equal_conditions() -> None:
+    # Every condition: the same 5 of 12 images right. float32 gave 0.4166666567 and center bias -1.19e-07.
+    hits = torch.tensor([True] * 5 + [False] * 7)
+    r = _build_report(
+        correct={c.name: hits.clone() for c in EvaluationGrid.default()},
+        focus={"input_x_gradient": torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)},
+        methods=("input_x_gradient",),
+        unavailable={},
+        grid=EvaluationGrid.default(),
+        seed=0,
+        bootstrap=50,
+    )
+    assert r["accuracy"] == 5 / 12 and r["center_bias"]["grid"][0][0] == 5 / 12
+    assert r["size_bias"]["curve"]["0.1"] == 5 / 12 and r["conditions"]["bg=all"]["accuracy"] == 5 / 12
+    assert r["center_bias"]["score"] == 0.0 and r["size_bias"]["score"] == 0.0 and r["bg_gap"]["score"] == 0.0
+    assert r["background_robustness"]["score"] == 1.0 and r["center_bias"]["corner_score"] == 0.0
+    assert r["foreground_focus"]["score"] == 1.0

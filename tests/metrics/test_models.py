@@ -118,3 +118,30 @@ def test_imagenet_class_indices() -> None:
     assert imagenet_class_indices(["n01440764", "n01443537"]) == [0, 1]
     assert imagenet_class_indices(["n00000001"]) is None
     assert imagenet_class_indices(["cat"]) is None
+
+
+def test_model_states_its_own_input_size_and_fixed_sizes_are_enforced() -> None:
+    timm = pytest.importorskip("timm")
+    from torchvision.models import VisionTransformer
+
+    from forcomp.metrics.models import InputSizeError
+
+    fixed = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, embed_dim=16, num_heads=1
+    )
+    w = wrap_module(fixed)
+    assert fixed.pretrained_cfg["input_size"][-1] == 224  # the config describes other weights
+    assert w.input_size == 64 and w.fixed_size == (64, 64) and w.default_size() == 64
+    w.check_size(64)
+    w.check_size((64, 64))
+    with pytest.raises(InputSizeError, match=r"only accepts 64 px.*--size 64") as e:
+        w.check_size(96)
+    assert isinstance(e.value, ForcompError)
+    dynamic = wrap_module(timm.create_model("test_vit", pretrained=False, img_size=64))
+    assert dynamic.input_size == 64 and dynamic.fixed_size is None  # dynamic_img_size: any size works
+    dynamic.check_size(96)
+    tv = wrap_module(VisionTransformer(32, 8, 1, 2, 16, 32, num_classes=3))
+    assert tv.fixed_size == (32, 32) and tv.default_size() == 32
+    assert (
+        wrap_module(nn.Linear(2, 2)).default_size() == 224 and wrap_module(nn.Linear(2, 2)).fixed_size is None
+    )

@@ -84,3 +84,24 @@ def test_compare_table_and_plot(tmp_path: Path) -> None:
     _png_ok(tmp_path / "cmp.png")
     with pytest.raises(ReportNotFoundError, match="report.json"):
         compare([tmp_path / "missing"])
+
+
+def test_comparison_plot_does_not_blow_up_rounding_noise(tmp_path: Path, monkeypatch) -> None:
+    import forcomp.metrics.plots as plots
+
+    a, b = fake_report(), fake_report()
+    a["center_bias"].update(score=-1.19e-10, ci95=[-1e-10, 1e-10])
+    b["center_bias"].update(score=3e-10, ci95=[-1e-10, 5e-10])
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    compare_dir = [tmp_path / "a", tmp_path / "b"]
+    write_report(a, compare_dir[0], plots=False)
+    write_report(b, compare_dir[1], plots=False)
+    compare(compare_dir, out=tmp_path / "cmp.png")
+    (fig,) = figures
+    ax = next(ax for ax in fig.axes if ax.get_title().startswith("Center bias"))
+    assert [p.get_height() for p in ax.patches] == [0.0, 0.0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.1  # not a 1e-10 axis
+    assert "-0.000" not in format_markdown(a)
