@@ -126,13 +126,11 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from forcomp.cache.verify import verify_cache
+    from forcomp.cache.verify import format_report, verify_cache
 
     _check_cache_dir(args.cache)
     problems = verify_cache(args.cache, args.split)
-    for p in problems:
-        print(p)
-    print(f"{len(problems)} problem(s) found" if problems else "cache OK")
+    print(format_report(problems, args.cache))
     return EXIT_PARTIAL if problems else EXIT_OK
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,7 +49,32 @@ def check_weights(config: BuildConfig) -> dict[str, str]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(config: BuildConfig, layout: CacheLayout) -> None:
+# How often a worker checks that the build process is still there (seconds).
+PARENT_POLL_S = 1.0
+
+
+def _exit_when_orphaned(parent_pid: int, poll_s: float) -> None:
+    while True:
+        if os.getppid() != parent_pid:  # re-parented: the build process is gone (SIGKILL, OOM killer)
+            os._exit(1)
+        time.sleep(poll_s)
+
+
+def _watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Exit this worker process within ``poll_s`` of the build process dying.
+
+    A ProcessPoolExecutor worker whose parent was SIGKILLed would otherwise wait for work forever
+    (it holds both ends of its task queue, so it never sees end-of-file). ``parent_pid`` is passed
+    in, not read here: a parent that died before this worker started is noticed on the first check.
+    """
+    threading.Thread(
+        target=_exit_when_orphaned, args=(parent_pid, poll_s), name="forcomp-parent-watch", daemon=True
+    ).start()
+
+
+def _init_worker(config: BuildConfig, layout: CacheLayout, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
     import cv2
 
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
@@ -84,7 +112,7 @@ def _results(
     # respawns it forever and the build hangs; the executor reports a broken pool.
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
-        config.workers, mp_context=ctx, initializer=_init_worker, initargs=(config, layout)
+        config.workers, mp_context=ctx, initializer=_init_worker, initargs=(config, layout, os.getpid())
     ) as pool:
         try:
             yield from pool.map(_work, batches)

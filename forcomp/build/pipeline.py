@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from forcomp.build.sources import Item, list_items, select_shard
 from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, remove_stale_tmp
 from forcomp.cache.index import FINISHED, IndexRecord, Status, read_index
 from forcomp.cache.layout import CacheLayout
-from forcomp.cache.writer import CacheWriter, encode_background, encode_foreground
+from forcomp.cache.writer import CacheWriter, encode_background, encode_foreground, item_files_state
 from forcomp.errors import ForcompError, ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ class Backends:
 
 @dataclass
 class BuildSummary:
-    """What a build did. ``errors`` lists ``(source file, reason)``; ``exit_code`` is the CLI's."""
+    """What a build did. ``errors`` lists ``(source file, reason)``; ``exit_code`` is the CLI's.
+
+    ``ok``, ``no_object`` and ``errors`` count the items this run processed, with this run's
+    ``segmenter`` / ``inpainter``; ``skipped`` items were already done and kept as they were, and
+    ``kept_backends`` counts them by the backends that made them (``"segmenter=A inpainter=B"``).
+    """
 
     split: str
     total: int = 0
@@ -76,6 +82,7 @@ class BuildSummary:
     elapsed_s: float = 0.0
     segmenter: str | None = None
     inpainter: str | None = None
+    kept_backends: dict[str, int] = field(default_factory=dict)
 
     @property
     def processed(self) -> int:
@@ -95,14 +102,32 @@ class BuildSummary:
 
     def format(self) -> str:
         rate = self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        lines = [
-            f"split {self.split}: {self.total} items, {self.skipped} already done, "
-            f"processed {self.processed} in {self.elapsed_s:.1f}s ({rate:.2f} img/s) "
-            f"with segmenter={self.segmenter} inpainter={self.inpainter}",
-            f"  ok: {self.ok}   no object: {self.no_object}   errors: {len(self.errors)}",
-        ]
-        lines += [f"  error: {src}: {msg}" for src, msg in self.errors]
+        first = (
+            f"split {self.split}: {self.total} items: processed {self.processed} "
+            f"with segmenter={self.segmenter} inpainter={self.inpainter} "
+            f"in {self.elapsed_s:.1f}s ({rate:.2f} img/s)"
+        )
+        if self.skipped:
+            first += f"; {self.skipped} already done, kept as they were"
+            if self.kept_backends:
+                made = ", ".join(
+                    f"{b}: {n}" if len(self.kept_backends) > 1 else b
+                    for b, n in sorted(self.kept_backends.items())
+                )
+                first += f" (made with {made})"
+        lines = [first, f"  ok: {self.ok}   no object: {self.no_object}   errors: {len(self.errors)}"]
+        lines += [f"  error: {src}: {_without_path(msg, src)}" for src, msg in self.errors]
         return "\n".join(lines)
+
+
+def _without_path(message: str, path: str | os.PathLike[str]) -> str:
+    """``message`` without a leading ``"<path>: "`` (decode errors name their file; lines name it once)."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _backends_label(segmenter: str | None, inpainter: str | None) -> str:
+    return f"segmenter={segmenter} inpainter={inpainter}"
 
 
 def _record(item: Item, status: Status, **kw: Any) -> IndexRecord:
@@ -111,7 +136,7 @@ def _record(item: Item, status: Status, **kw: Any) -> IndexRecord:
         cls=item.cls,
         stem=item.stem,
         label=item.label,
-        source=str(item.path),
+        source=os.path.abspath(item.path),  # absolute: readers find it from any working directory
         status=status,
         **kw,  # type: ignore[arg-type]
     )
@@ -139,7 +164,7 @@ def process_batch(
         try:
             good.append((it, load_rgb(it.path, max_pixels=config.max_image_pixels)))
         except ImageDecodeError as e:
-            records[it.key] = _record(it, "error", message=str(e))
+            records[it.key] = _record(it, "error", message=_without_path(str(e), it.path))
     seg, inp = backends.segmenter, backends.inpainter
     prov = dict(
         segmenter=seg.name,
@@ -211,7 +236,29 @@ def process_batch(
                     score=float(cand.score),
                     **prov,
                 )
+    _remove_stale_files(items, records, layout)
     return [records[it.key] for it in items]
+
+
+def _remove_stale_files(items: Sequence[Item], records: dict[str, IndexRecord], layout: CacheLayout) -> None:
+    """Delete the files an earlier build left for items whose new record is not ok.
+
+    This runs before the records reach the index: a build killed in between leaves the old ``ok``
+    record with its files missing, which readers skip and a resumed build redoes (see :func:`plan`).
+    """
+    writer = CacheWriter(layout)
+    for it in items:
+        rec = records[it.key]
+        if rec.status == "ok" or it.problem:  # an item with a problem has an unusable name: no files
+            continue
+        try:
+            writer.remove_item(it.cls, it.stem)
+        except OSError as e:
+            records[it.key] = replace(
+                rec,
+                status="error",
+                message=f"{rec.message}; and its files from an earlier build cannot be removed: {e}",
+            )
 
 
 def batched(items: Sequence[Item], size: int) -> Iterable[list[Item]]:
@@ -229,7 +276,7 @@ def write_ratios(layout: CacheLayout) -> dict[str, float]:
 
 
 def _write_provenance(
-    layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any]
+    layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any], started: float
 ) -> None:
     from forcomp import __version__
 
@@ -239,7 +286,8 @@ def _write_provenance(
         "config": config.to_dict(),
         "backends": backends_names,
         "host": socket.gethostname(),
-        "started": time.time(),
+        "started": started,
+        "finished": time.time(),
     }
     name = f"build-{config.shard_tag}.{socket.gethostname()}.{os.getpid()}.json"
     atomic_write_bytes(
@@ -249,14 +297,102 @@ def _write_provenance(
 
 def plan(source: Path, cache: Path, config: BuildConfig) -> tuple[CacheLayout, list[Item], list[Item]]:
     """The split's layout, this shard's items, and those still to do (resume skips finished ones)."""
+    layout, items, todo, _ = _plan(source, cache, config)
+    return layout, items, todo
+
+
+def _plan(
+    source: Path, cache: Path, config: BuildConfig
+) -> tuple[CacheLayout, list[Item], list[Item], list[IndexRecord]]:
+    """:func:`plan`, plus the index records of the items kept as they are.
+
+    Resume keeps an item whose record is finished and whose files agree with it: an ``ok`` item
+    needs a non-empty foreground and background, a ``no_object`` one must have none left over.
+    Checking that costs one ``stat`` per file, no decoding; items that fail it are redone.
+    """
     layout = CacheLayout(cache, config.split)
     items = select_shard(list_items(source), config.shard)
-    if config.resume:
-        done = {k for k, r in read_index(layout).items() if r.status in FINISHED}
-        todo = [it for it in items if it.key not in done]
+    if not config.resume:
+        return layout, items, items, []
+    index = read_index(layout)
+    todo: list[Item] = []
+    kept: list[IndexRecord] = []
+    damaged = leftover = 0
+    for it in items:
+        rec = index.get(it.key)
+        if rec is None or rec.status not in FINISHED or it.problem:
+            todo.append(it)
+            continue
+        complete, present = item_files_state(layout, it.cls, it.stem)
+        if rec.status == "ok" and not complete:
+            damaged += 1
+            todo.append(it)
+        elif rec.status != "ok" and present:
+            leftover += 1
+            todo.append(it)
+        else:
+            kept.append(rec)
+    if damaged:
+        log.warning(
+            "%d item(s) already done miss a foreground or background file (or it is empty): redoing them",
+            damaged,
+        )
+    if leftover:
+        log.warning(
+            "%d item(s) without an object still have files of an earlier build: redoing them", leftover
+        )
+    return layout, items, todo, kept
+
+
+def _run_backends(config: BuildConfig) -> tuple[str, str]:
+    """The segmenter and inpainter names this run uses (``auto`` resolved; nothing is loaded)."""
+    from forcomp.build.inpainters import INPAINTERS
+    from forcomp.build.segmenters import SEGMENTERS
+
+    wdir = config.weights_path()
+    return SEGMENTERS.resolve(config.segmenter, wdir).name, INPAINTERS.resolve(config.inpainter, wdir).name
+
+
+def _warn_kept_backends(kept: Sequence[IndexRecord], run: tuple[str, str]) -> None:
+    """One warning when items kept by resume were made with other backends than this run's."""
+    other = Counter(
+        (r.segmenter, r.inpainter)
+        for r in kept
+        if (r.segmenter or r.inpainter) and (r.segmenter, r.inpainter) != run
+    )
+    if not other:
+        return
+    total = sum(other.values())
+    items = "item" if total == 1 else "items"
+    if len(other) == 1:
+        made = f"{total} {items} already done with {_backends_label(*next(iter(other)))}"
     else:
-        todo = items
-    return layout, items, todo
+        groups = " and ".join(f"{n} with {_backends_label(*b)}" for b, n in other.most_common())
+        made = f"{total} {items} already done ({groups})"
+    differ = [
+        f"{stage}={name}"
+        for stage, name, j in (("segmenter", run[0], 0), ("inpainter", run[1], 1))
+        if any(b[j] != name for b in other)
+    ]
+    log.warning(
+        "%s %s kept; this run (%s) applies to new items only; pass --no-resume (resume=False) to redo them",
+        made,
+        "is" if total == 1 else "are",
+        " ".join(differ),
+    )
+
+
+def _check_paths(source: Path, cache: Path, layout_dirs: Sequence[Path]) -> None:
+    if not source.exists():
+        raise ForcompError(f"source {source} does not exist (expected a folder SOURCE/<class>/<image>)")
+    if not source.is_dir():
+        raise ForcompError(f"source {source} is not a directory (expected a folder SOURCE/<class>/<image>)")
+    for d in (cache, *layout_dirs):
+        if d.exists() and not d.is_dir():
+            what = "cache" if d == cache else "cache path"
+            raise ForcompError(
+                f"{what} {d} is a file; it must be a directory (forcomp build creates CACHE if it is missing)"
+            )
 
 
 def build_cache(
@@ -282,15 +418,26 @@ def build_cache(
     """
     config = config or BuildConfig()
     source, cache = Path(source), Path(cache)
-    t0 = time.perf_counter()
-    if not source.is_dir():
-        raise ForcompError(f"source {source} is not a directory (expected SOURCE/<class>/<image> files)")
-    cache.mkdir(parents=True, exist_ok=True)
-    layout, items, todo = plan(source, cache, config)
+    t0, started = time.perf_counter(), time.time()
+    lay = CacheLayout(cache, config.split)
+    _check_paths(source, cache, (lay.split_dir, lay.fg_dir, lay.bg_dir, lay.index_dir, cache / TMP_DIRNAME))
+    # Absolute source paths in the index: ForComp(orig_img_prob=...) and preview find the images
+    # from any working directory.
+    source = source.resolve()
+    layout, items, todo, kept = _plan(source, cache, config)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ForcompError(f"cannot create the cache directory {cache}: {e.strerror or e}") from e
     removed = remove_stale_tmp(cache / TMP_DIRNAME)
     if removed:
         log.info("removed %d temporary files left by an interrupted build", removed)
     summary = BuildSummary(split=config.split, total=len(items), skipped=len(items) - len(todo))
+    summary.kept_backends = dict(
+        Counter(_backends_label(r.segmenter, r.inpainter) for r in kept if r.segmenter)
+    )
+    if kept:
+        _warn_kept_backends(kept, _run_backends(config))
 
     if config.engine == "ray":
         from forcomp.build.ray_engine import run_ray
@@ -301,7 +448,7 @@ def build_cache(
 
         names = run_local(todo, layout, config, summary, progress=progress)
     summary.segmenter, summary.inpainter = names.get("segmenter"), names.get("inpainter")
-    _write_provenance(layout, config, source, names)
+    _write_provenance(layout, config, source, names, started)
     write_ratios(layout)
     summary.elapsed_s = time.perf_counter() - t0
     log.info("%s", summary.format())

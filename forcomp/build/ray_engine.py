@@ -106,7 +106,7 @@ class _BatchWorker:
                     cls=it.cls,
                     stem=it.stem,
                     label=it.label,
-                    source=str(it.path),
+                    source=os.path.abspath(it.path),
                     status="error",
                     message=f"Ray worker failed on this batch: {type(e).__name__}: {e}",
                 )

@@ -32,14 +32,23 @@ class Item:
 
 def find_classes(source: Path) -> list[str]:
     """Class folder names, sorted as torchvision's ImageFolder sorts them (labels match)."""
+    if not source.exists():
+        raise ForcompError(f"source {source} does not exist (expected a folder SOURCE/<class>/<image>)")
     if not source.is_dir():
-        raise ForcompError(f"source {source} is not a directory (expected SOURCE/<class>/<image> files)")
+        raise ForcompError(f"source {source} is not a directory (expected a folder SOURCE/<class>/<image>)")
     try:
         entries = list(os.scandir(source))
     except OSError as e:
         raise ForcompError(f"cannot list source {source}: {e.strerror or e}") from e
     classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if not classes:
+        images = sum(1 for e in entries if e.is_file() and is_image_file(Path(e.name)))
+        if images:
+            raise ForcompError(
+                f"source {source} holds {images} image file(s) but no class sub-folders: put the images "
+                f"in SOURCE/<class>/ (e.g. {source / 'my_class'}/), one folder per class, as "
+                "torchvision's ImageFolder expects"
+            )
         raise ForcompError(
             f"source {source} has no class sub-folders (expected SOURCE/<class>/<image> files)"
         )

@@ -3,8 +3,12 @@
 Why this shape: appending a whole line is the only write a killed process can interrupt, and a
 reader skips a broken last line, so the index survives SIGKILL at any moment. Writers never share
 a file, so shards (even running at once) merge by simply reading every ``index/*.jsonl``; when
-a key appears more than once, a finished record (ok / no_object) beats an error and, among equals,
-the newest wins.
+a key appears more than once, the newest record wins: it is the latest attempt at the item, and
+the item's files on disk follow it (the build removes the files of an item whose new record is
+not ok before appending that record, so an older ``ok`` never outlives its files).
+
+``source`` is an absolute path; records of older builds may hold a path relative to the directory
+that build ran in, which readers accept (and resolve against their own current directory).
 """
 
 from __future__ import annotations
@@ -67,9 +71,8 @@ class IndexRecord:
 
 
 def _better(new: IndexRecord, old: IndexRecord) -> bool:
-    new_fin, old_fin = new.status in FINISHED, old.status in FINISHED
-    if new_fin != old_fin:
-        return new_fin
+    # Newest wins, whatever the status. "A finished record beats an error" used to hide the error of
+    # a rebuild (resume=False) behind the old ok record, whose files the rebuild has removed.
     return new.time >= old.time
 
 

@@ -1,10 +1,15 @@
-"""``forcomp verify``: every file decodes, size and alpha invariants hold, index and files agree."""
+"""``forcomp verify``: every file decodes, size and alpha invariants hold, index and files agree.
+
+:func:`format_report` is the report ``forcomp verify`` prints: the problems, their count, and a hint
+on how to repair them (delete the damaged files, rerun ``forcomp build``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +175,59 @@ def verify_cache(cache: str | os.PathLike[str], splits: Iterable[str] | None = N
                 Problem(str(p), "temporary file left by an interrupted build (rerun forcomp build)")
             )
     return problems
+
+
+def _recorded_source(layout: CacheLayout) -> str | None:
+    """The source of the split's latest build, from its provenance files (None if unknown)."""
+    latest: tuple[float, str] | None = None
+    if layout.index_dir.is_dir():
+        for p in layout.index_dir.glob("build-*.json"):
+            try:
+                prov = json.loads(p.read_text(encoding="utf-8"))
+                when, src = float(prov.get("finished") or prov.get("started") or 0.0), prov.get("source")
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            if isinstance(src, str) and (latest is None or when >= latest[0]):
+                latest = (when, src)
+    return latest[1] if latest else None
+
+
+def fix_hint(problems: Sequence[Problem], cache: str | os.PathLike[str]) -> str | None:
+    """How to repair what :func:`verify_cache` found: the line(s) to print after the problems."""
+    if not problems:
+        return None
+    cache = Path(cache)
+    if not cache.is_dir():
+        return None
+    splits = [
+        s
+        for s in splits_present(cache)
+        if any(
+            p.path.startswith(str(cache / s) + os.sep) or p.path == str(CacheLayout(cache, s).ratios_path)
+            for p in problems
+        )
+    ] or splits_present(cache)
+    if not splits:
+        return None
+    cmds = []
+    for split in splits:
+        src = _recorded_source(CacheLayout(cache, split))
+        src_arg = shlex.quote(src) if src and Path(src).is_absolute() else "SOURCE"
+        cmds.append(f"  forcomp build {src_arg} {shlex.quote(str(cache))} --split {split}")
+    return "\n".join(
+        [
+            "to fix: delete the damaged files listed above (those that do not decode, have the wrong size, "
+            "or have no 'ok' index record), then rerun the build, which redoes every item whose "
+            "foreground or background file is missing and rewrites the ratios file:",
+            *cmds,
+        ]
+    )
+
+
+def format_report(problems: Sequence[Problem], cache: str | os.PathLike[str]) -> str:
+    """What ``forcomp verify`` prints: one line per problem, the count, and how to fix them."""
+    if not problems:
+        return "cache OK"
+    lines = [str(p) for p in problems] + [f"{len(problems)} problem(s) found"]
+    hint = fix_hint(problems, cache)
+    return "\n".join(lines + ([hint] if hint else []))

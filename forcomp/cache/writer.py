@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -51,10 +54,38 @@ class CacheWriter:
     layout: CacheLayout
 
     @property
-    def tmp_dir(self):  # noqa: ANN201 - a Path
+    def tmp_dir(self) -> Path:
         return self.layout.root / TMP_DIRNAME
 
     def write_item(self, cls: str, stem: str, fg_webp: bytes, bg_jpeg: bytes) -> None:
         # Background first: an item is usable once its foreground exists, so that goes last.
         atomic_write_bytes(self.layout.bg_path(cls, stem), bg_jpeg, tmp_dir=self.tmp_dir)
         atomic_write_bytes(self.layout.fg_path(cls, stem), fg_webp, tmp_dir=self.tmp_dir)
+
+    def remove_item(self, cls: str, stem: str) -> bool:
+        """Delete an item's files (no error if absent); True if any was there.
+
+        Called before the item's new, not-ok record is appended to the index. The foreground goes
+        first (the reverse of :meth:`write_item`): a process killed in between leaves at worst an
+        ``ok`` record whose files are missing, which readers skip and a resumed build redoes.
+        """
+        removed = False
+        for path in (self.layout.fg_path(cls, stem), self.layout.bg_path(cls, stem)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed = True
+        return removed
+
+
+def item_files_state(layout: CacheLayout, cls: str, stem: str) -> tuple[bool, bool]:
+    """``(complete, any_present)`` of an item's two files, from one ``stat`` each (no decoding).
+
+    ``complete``: foreground and background both exist and are non-empty.
+    """
+    sizes = []
+    for path in (layout.fg_path(cls, stem), layout.bg_path(cls, stem)):
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError:  # missing, or a path component that is not a folder: not there
+            sizes.append(-1)
+    return all(n > 0 for n in sizes), any(n >= 0 for n in sizes)

@@ -171,8 +171,11 @@ def test_no_temporary_files_left(built_cache):
 def test_missing_source_is_a_clear_error(tmp_path):
     from forcomp.errors import ForcompError
 
-    with pytest.raises(ForcompError, match="not a directory"):
+    with pytest.raises(ForcompError, match="does not exist"):
         build_cache(tmp_path / "nope", tmp_path / "cache")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(ForcompError, match="not a directory"):
+        build_cache(tmp_path / "file.jpg", tmp_path / "cache")
 
 
 @pytest.mark.parametrize(

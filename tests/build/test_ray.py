@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -155,7 +154,7 @@ def test_cli_ray_matches_local_cli(ray_session, source, tmp_path, monkeypatch):
     assert_same_cache(Path("local_cache"), Path("ray_cache"))
     assert main(["verify", "ray_cache"]) == 0
     rec = read_index(CacheLayout(Path("ray_cache"), "val"))["n00000001/img0.JPEG"]
-    assert rec.source == os.path.join("src", "n00000001", "img0.jpg"), "index keeps the path as listed"
+    assert rec.source == str((tmp_path / "src" / "n00000001" / "img0.jpg").resolve()), "absolute in the index"
 
 
 def test_resume_on_ray(ray_session, ray_cache, tmp_path):

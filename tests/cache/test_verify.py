@@ -103,3 +103,29 @@ def test_safe_component_allows_data_names(name):
     from forcomp.cache.layout import safe_component
 
     assert safe_component(name) == name
+
+
+def test_report_ends_with_how_to_fix(cache_copy, built_cache):
+    """The report names the damage, then says: delete the damaged files, rerun the build (which
+    redoes items whose files are missing), with the source the cache was built from."""
+    from forcomp.build.config import BuildConfig
+    from forcomp.build.pipeline import build_cache
+    from forcomp.cache.verify import format_report
+
+    source = built_cache[0]
+    layout = CacheLayout(cache_copy, "val")
+    layout.bg_path("n00000003", "img2").unlink()
+    fg = layout.fg_path("n00000002", "img1")
+    fg.write_bytes(fg.read_bytes()[:40])
+    problems = verify_cache(cache_copy)
+    lines = format_report(problems, cache_copy).splitlines()
+    assert lines[: len(problems)] == [str(p) for p in problems]
+    assert lines[len(problems)] == "2 problem(s) found"
+    hint = "\n".join(lines[len(problems) + 1 :])
+    assert "delete the damaged files listed above" in hint and "redoes every item" in hint
+    assert lines[-1] == f"  forcomp build {source.resolve()} {cache_copy} --split val"
+    assert format_report([], cache_copy) == "cache OK"
+    # following the hint repairs the cache
+    fg.unlink()
+    s = build_cache(source, cache_copy, BuildConfig(split="val", segmenter="classical", inpainter="telea"))
+    assert s.processed == 2 and verify_cache(cache_copy) == []
