@@ -84,6 +84,7 @@ def list_items(source: str | os.PathLike[str]) -> list[Item]:
         except UnsafePathError as e:
             cls_problem = str(e)
         seen: set[str] = set()
+        n_before = len(items)
         for path in _walk_images(class_dir):
             stem = _stem_for(class_dir, path)
             if stem in seen:
@@ -96,6 +97,14 @@ def list_items(source: str | os.PathLike[str]) -> list[Item]:
                 except UnsafePathError as e:
                     problem = str(e)
             items.append(Item(path=path, cls=cls, stem=stem, label=label, problem=problem))
+        if len(items) == n_before:
+            log.warning(
+                "class folder %s holds no image: it keeps label %d here, but the cache will not know "
+                "the class, so later labels shift by one in ForComp (torchvision's ImageFolder refuses "
+                "such a source); remove the folder or put its images in",
+                class_dir,
+                label,
+            )
     items.sort(key=lambda it: it.key)
     return items
 

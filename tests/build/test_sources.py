@@ -50,3 +50,18 @@ def test_shards_partition_and_are_stable(tmp_path):
     # adding a file does not move existing items between shards
     _touch_img(tmp_path / "c0" / "new.jpg")
     assert all(shard_of(it.key, 4) == i for i, p in enumerate(parts) for it in p)
+
+
+def test_an_empty_class_folder_is_warned_about(tmp_path, caplog):
+    import logging
+
+    from scenes import make_imagefolder
+
+    from forcomp.build.sources import list_items
+
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    (src / "n00000000").mkdir()  # sorts first: every later label would shift in the cache
+    with caplog.at_level(logging.WARNING):
+        items = list_items(src)
+    assert {it.label for it in items} == {1, 2, 3}
+    assert "n00000000 holds no image" in caplog.text
