@@ -136,3 +136,21 @@ class PaddedNet(nn.Module):
 
 def padded() -> nn.Module:
     return PaddedNet()
+
+
+def tiny_swin(num_classes: int) -> nn.Module:
+    """A randomly initialised timm Swin small enough for tests (64 px, channels-last features)."""
+    import pytest
+
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        embed_dim=16,
+        img_size=64,
+        window_size=2,
+        num_classes=num_classes,
+    ).eval()

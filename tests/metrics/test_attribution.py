@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import biased_models
 import pytest
 import torch
 from biased_models import BACKGROUND_RGB, OBJECT_RGB, border, center, invariant
@@ -123,21 +124,6 @@ def test_attributor_validates_methods() -> None:
         Attributor(invariant(), ("saliency",))
 
 
-def _tiny_swin(num_classes: int = 3) -> nn.Module:
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        pretrained=False,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 1, 1, 1),
-        embed_dim=16,
-        img_size=64,
-        window_size=2,
-        num_classes=num_classes,
-    ).eval()
-
-
 def _reference_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Grad-CAM by hand on a channels-last layer: permute (B, h, w, C) → (B, C, h, w) first."""
     store = {}
@@ -157,7 +143,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_gradcam_on_channels_last_swin_matches_permuted_reference() -> None:
-    swin = _tiny_swin()
+    swin = biased_models.tiny_swin(3)
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(4, 3, 64, 64, generator=g), torch.tensor([0, 1, 2, 0])
     t = find_cam_target(swin, x)

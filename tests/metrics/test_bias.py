@@ -295,18 +295,7 @@ def test_example_picker_round_robin_across_batches() -> None:
 
 
 def test_swin_end_to_end_own_size_and_channels_last_gradcam(colour_cache: Path) -> None:
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    swin = timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        pretrained=False,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 1, 1, 1),
-        embed_dim=16,
-        img_size=64,
-        window_size=2,
-        num_classes=4,
-    )
+    swin = biased_models.tiny_swin(4)
     ev = run_evaluation(swin, colour_cache, limit=4, batch_size=4, bootstrap=20)  # size: the model's 64
     r = ev.report
     assert r["size"] == 64 and r["gradcam_layer"] == "norm"
