@@ -109,30 +109,20 @@ def composite(
         out_dtype = bg.dtype
     elif not out_dtype.is_floating_point and out_dtype != bg.dtype:
         raise ValueError(f"out_dtype must be floating or bg's dtype ({bg.dtype}), got {out_dtype}")
-    is_int = not out_dtype.is_floating_point
-    bg_scale = 255.0 if not bg.dtype.is_floating_point and not is_int else 1.0  # uint8 in, float out
     # float64 inputs compute in float64; everything else in float32 (half inputs included: the
     # matmuls accumulate in float32 and the result is cast back).
     cdt = torch.float64 if bg.dtype == torch.float64 else torch.float32
-
     if method == "auto":
         method = "window" if bg.device.type == "cpu" and not torch.compiler.is_compiling() else "matrix"
-    if method == "window":
-        with torch.autocast(device_type=bg.device.type, enabled=False):  # see below
-            images, masks = _composite_window(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
-        return (images[0], masks[0]) if unbatched else (images, masks)
-    if method != "matrix":
+    if method not in ("matrix", "window"):
         raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
+    path = _composite_window if method == "window" else _composite_matrix
     # Autocast off: under a user's autocast the matmuls and convolutions would run in bf16/fp16
     # (8-11 bit mantissas: 3/255 off, measured); the kernel computes in float32 and casts back to
     # the input's dtype itself.
     with torch.autocast(device_type=bg.device.type, enabled=False):
-        out, a_out = _composite_matrix(fg, fg_hw, bg, params, smoothing_radius, cdt, is_int, bg_scale)
-    images = out.to(out_dtype)
-    masks = a_out[:, 0].to(torch.float32 if is_int else out_dtype)
-    if unbatched:
-        return images[0], masks[0]
-    return images, masks
+        images, masks = path(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
+    return (images[0], masks[0]) if unbatched else (images, masks)
 
 
 def _composite_matrix(
@@ -142,20 +132,20 @@ def _composite_matrix(
     params: RecombineParams,
     smoothing_radius: int,
     cdt: torch.dtype,
-    is_int: bool,
-    bg_scale: float,
+    out_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batched path: blended images in ``cdt`` (output units) and the ``(B, 1, H, W)`` alpha."""
+    """The batched path: every sample at once, as matmuls over the whole canvas."""
     B, _, Hf, Wf = fg.shape
     H, W = bg.shape[-2:]
+    is_int = not out_dtype.is_floating_point
     fg_scale = 255.0 if not fg.dtype.is_floating_point else 1.0
     fh, fw = fg_hw[:, 0].to(cdt), fg_hw[:, 1].to(cdt)
-    # 1/255 (uint8 input) is folded into the row matrix: one pass less over the pixels.
     # Whole-pixel boxes, as ForNet (round()) and the window path: the same picture on every device.
     # Sub-pixel placement softened all four edges by half a pixel, which ForNet's 2a - 1
     # re-hardening then eroded: a 3 px object kept 5.7 of its 9 px² (now 8.4, as the window path).
     y0, x0 = params.y0.to(cdt).round(), params.x0.to(cdt).round()
     h, w = params.h.to(cdt).clamp_min(1).round(), params.w.to(cdt).clamp_min(1).round()
+    # 1/255 (uint8 input) is folded into the row matrix: one pass less over the pixels.
     ry = resample_matrix(H, Hf, fh, y0, h) / fg_scale
     rx = resample_matrix(W, Wf, fw, x0, w)
 
@@ -176,12 +166,14 @@ def _composite_matrix(
     a_out = torch.where((params.sigma > 0.05)[:, None, None], soft, a)[:, None]
     # Un-premultiply where the object is, then blend: out = a_out * rgb + (1 - a_out) * bg.
     rgb = (prem_out / a[:, None].clamp_min(1e-6)).clamp_(0, 1)
-    b = bg.to(cdt) / bg_scale if bg_scale != 1.0 else bg.to(cdt)
+    b = bg.to(cdt)
     if is_int:
         out = torch.addcmul(b, a_out, rgb * 255.0 - b).round_().clamp_(0, 255)
     else:
+        if not bg.dtype.is_floating_point:  # uint8 in, float out: [0, 1]
+            b = b / 255.0
         out = torch.addcmul(b, a_out, rgb - b)
-    return out, a_out
+    return out.to(out_dtype), a_out[:, 0].to(torch.float32 if is_int else out_dtype)
 
 
 def _premultiplied(src: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
