@@ -74,6 +74,14 @@ def _shrink(img: torch.Tensor, max_side: int) -> torch.Tensor:
     return _resize_u8(img, (max(1, round(h * s)), max(1, round(w * s))))
 
 
+def _indices_by_class(parts: Sequence[Part], among: Sequence[int] | None = None) -> dict[str, list[int]]:
+    """``{class: [index, ...]}`` of ``parts`` (only the indices in ``among`` when given), one pass."""
+    out: dict[str, list[int]] = {}
+    for i in range(len(parts)) if among is None else among:
+        out.setdefault(parts[i].cls, []).append(i)
+    return out
+
+
 def _canvas_size(size: Any) -> tuple[int, int]:
     """``size`` as ``(h, w)``: an int, or a pair of ints, each >= 8."""
     pair = (size, size) if isinstance(size, numbers.Integral) else size
@@ -203,13 +211,8 @@ class ForComp(Dataset):
             )
         # One pass over the backgrounds (a per-class scan would cost classes x backgrounds: ~10^9
         # steps for ImageNet).
-        kept_by_class: dict[str, list[int]] = {c: [] for c in self.classes}
-        all_by_class: dict[str, list[int]] = {c: [] for c in self.classes}
-        kept_set = set(keep)
-        for i, p in enumerate(bgs):
-            all_by_class.setdefault(p.cls, []).append(i)
-            if i in kept_set:
-                kept_by_class.setdefault(p.cls, []).append(i)
+        all_by_class = _indices_by_class(bgs)
+        kept_by_class = _indices_by_class(bgs, keep)
         self.pool_class: dict[str, list[int]] = {}
         fg_classes = {p.cls for p in self.foregrounds}
         for c in self.classes:
@@ -277,9 +280,7 @@ class ForComp(Dataset):
     def _fg_of_class(self, cls: str) -> list[int]:
         """Indices of the foregrounds of ``cls`` (built on the first decode failure, then kept)."""
         if self._fg_by_class is None:
-            self._fg_by_class = {}
-            for i, p in enumerate(self.foregrounds):
-                self._fg_by_class.setdefault(p.cls, []).append(i)
+            self._fg_by_class = _indices_by_class(self.foregrounds)
         return self._fg_by_class[cls]
 
     def _choose_bg(self, part: Part, g: torch.Generator) -> int:
@@ -291,8 +292,10 @@ class ForComp(Dataset):
     def _load_bg(self, part: Part, g: torch.Generator) -> tuple[torch.Tensor, float]:
         fallback = False  # background="orig" whose own background fails: a same-class one instead
         for _ in range(MAX_RETRIES):
-            pool = self.pool_class[part.cls] or self.pool_all
-            bi = self._pick(pool, g) if fallback else self._choose_bg(part, g)
+            if fallback:
+                bi = self._pick(self.pool_class[part.cls] or self.pool_all, g)
+            else:
+                bi = self._choose_bg(part, g)
             bpart = self.reader.backgrounds[bi]
             try:
                 bg = _decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)
