@@ -242,6 +242,11 @@ class ForComp(Dataset):
     def __len__(self) -> int:
         return len(self.foregrounds)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The per-process generator stays behind: a worker makes its own (see _item_generator), and
+        # a torch.Generator cannot cross a spawn boundary (DataLoader workers on macOS/Windows).
+        return self.__dict__ | {"_rng": None, "_rng_pid": -1}
+
     # ---- worker side: read + decode ----
     def _item_generator(self, index: int) -> torch.Generator:
         g = torch.Generator()

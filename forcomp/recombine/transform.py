@@ -97,6 +97,11 @@ class Recombine(v2.Transform):
             raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
         self.method: Literal["auto", "matrix", "window"] = method
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Generators are rebuilt from (seed, rank, epoch) where the copy runs; a torch.Generator
+        # cannot cross a spawn boundary.
+        return self.__dict__ | {"_generators": {}}
+
     def set_epoch(self, epoch: int) -> None:
         """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
         self.epoch = int(epoch)

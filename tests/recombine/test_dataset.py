@@ -451,3 +451,17 @@ def test_a_class_without_objects_keeps_its_label(tmp_path, caplog):
     ds = ForComp(cache, "val", size=32, seed=0, background="same")
     assert ds.classes == sorted(CLASS_BG) and ds.class_to_idx["n00000002"] == 1
     assert set(ds.targets) == {1, 2} and ds[0][1] == 1
+
+
+@pytest.mark.slow
+def test_spawned_workers_after_ds_i(tmp_path):
+    """DataLoader workers started with spawn (macOS/Windows default) receive a pickled dataset: the
+    parent's generator, made by a ds[0] before training, must not travel with it."""
+    cache = make_cache(tmp_path / "c", per_class=2)
+    ds = ForComp(cache, "val", size=32, seed=None)
+    ds[0]
+    dl = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    assert sum(len(y) for _, y in dl) == len(ds)
+    rec = Recombine(seed=0)
+    rec._generator(torch.device("cpu"))  # a used transform pickles too
+    assert pickle.loads(pickle.dumps(rec))._generators == {}
