@@ -344,15 +344,6 @@ def _plan(
     return layout, items, todo, kept
 
 
-def _run_backends(config: BuildConfig) -> tuple[str, str]:
-    """The segmenter and inpainter names this run uses (``auto`` resolved; nothing is loaded)."""
-    from forcomp.build.inpainters import INPAINTERS
-    from forcomp.build.segmenters import SEGMENTERS
-
-    wdir = config.weights_path()
-    return SEGMENTERS.resolve(config.segmenter, wdir).name, INPAINTERS.resolve(config.inpainter, wdir).name
-
-
 def _warn_kept_backends(kept: Sequence[IndexRecord], run: tuple[str, str]) -> None:
     """One warning when items kept by resume were made with other backends than this run's."""
     other = Counter(
@@ -437,7 +428,10 @@ def build_cache(
         Counter(_backends_label(r.segmenter, r.inpainter) for r in kept if r.segmenter)
     )
     if kept:
-        _warn_kept_backends(kept, _run_backends(config))
+        from forcomp.build.engines import check_weights  # resolves `auto`, as both engines do next
+
+        names = check_weights(config)
+        _warn_kept_backends(kept, (names["segmenter"], names["inpainter"]))
 
     if config.engine == "ray":
         from forcomp.build.ray_engine import run_ray
