@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from shortcut_data import SHAPES, make_split  # noqa: E402
 
 import forcomp  # noqa: E402
-from forcomp.build.config import BuildConfig  # noqa: E402
-from forcomp.build.pipeline import build_cache  # noqa: E402
+from forcomp.offline.config import BuildConfig  # noqa: E402
+from forcomp.offline.entry import build_cache  # noqa: E402
 
 log = logging.getLogger("bias_demo")
 

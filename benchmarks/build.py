@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from forcomp.build.config import BuildConfig
-from forcomp.build.pipeline import build_cache
 from forcomp.demo import SAMPLE_CLASSES, _load_sample
+from forcomp.offline.config import BuildConfig
+from forcomp.offline.entry import build_cache
 
 
 def make_imagenet_like(root: Path, n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:

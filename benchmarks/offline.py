@@ -321,8 +321,8 @@ def timed(fn: Any, device: str) -> tuple[Any, float]:
 def bench_device(
     device: str, wdir: Path, images: list[np.ndarray], classes: list[str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    from forcomp.build.inpainters import INPAINTERS
-    from forcomp.build.segmenters import SEGMENTERS
+    from forcomp.offline.inpainters import INPAINTERS
+    from forcomp.offline.segmenters import SEGMENTERS
 
     bs = args.batch_size
     batches = [(images[i : i + bs], classes[i : i + bs]) for i in range(0, len(images), bs)]

@@ -16,8 +16,8 @@ _LAZY = {
     "KeepAlpha": "forcomp.recombine.fg_transform",
     "Recombine": "forcomp.recombine.transform",
     "RecombineConfig": "forcomp.recombine.params",
-    "build_cache": "forcomp.build.pipeline",
-    "BuildConfig": "forcomp.build.config",
+    "build_cache": "forcomp.offline.entry",
+    "BuildConfig": "forcomp.offline.config",
     "evaluate": "forcomp.metrics.bias",
     "verify_cache": "forcomp.cache.verify",
 }
@@ -25,10 +25,10 @@ _LAZY = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from forcomp.build.config import BuildConfig  # noqa: F401
-    from forcomp.build.pipeline import build_cache  # noqa: F401
     from forcomp.cache.verify import verify_cache  # noqa: F401
     from forcomp.metrics.bias import evaluate  # noqa: F401
+    from forcomp.offline.config import BuildConfig  # noqa: F401
+    from forcomp.offline.entry import build_cache  # noqa: F401
     from forcomp.recombine.dataset import ForComp  # noqa: F401
     from forcomp.recombine.fg_transform import KeepAlpha  # noqa: F401
     from forcomp.recombine.params import RecombineConfig  # noqa: F401

@@ -50,8 +50,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from forcomp.build.config import BuildConfig, parse_shard
-    from forcomp.build.pipeline import build_cache
+    from forcomp.offline.config import BuildConfig, parse_shard
+    from forcomp.offline.entry import build_cache
 
     config = BuildConfig(
         split=args.split,
@@ -70,8 +70,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         ray_num_gpus_per_worker=args.num_gpus_per_worker,
         ray_concurrency=args.concurrency,
     )
-    from forcomp.build.inpainters import INPAINTERS
-    from forcomp.build.segmenters import SEGMENTERS
+    from forcomp.offline.inpainters import INPAINTERS
+    from forcomp.offline.segmenters import SEGMENTERS
 
     wdir = config.weights_path()
     seg, inp = (
@@ -191,8 +191,8 @@ def _add_backends(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    from forcomp.build.inpainters import INPAINTERS
-    from forcomp.build.segmenters import SEGMENTERS
+    from forcomp.offline.inpainters import INPAINTERS
+    from forcomp.offline.segmenters import SEGMENTERS
     from forcomp.weights import resolve_weights_dir
 
     wdir = resolve_weights_dir(args.weights)

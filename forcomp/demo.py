@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from forcomp.build.pipeline import BuildSummary
+    from forcomp.offline.pipeline import BuildSummary
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class DemoResult:
 
 def run_demo(out: str | os.PathLike[str], *, progress: bool = True, seed: int = 0) -> DemoResult:
     """Assemble the sample ImageFolder, build its cache with the default backends, write a preview."""
-    from forcomp.build.config import BuildConfig
-    from forcomp.build.pipeline import build_cache
+    from forcomp.offline.config import BuildConfig
+    from forcomp.offline.entry import build_cache
     from forcomp.preview import render_preview
 
     out = Path(out)

@@ -64,7 +64,7 @@ def render_preview(
         y = 20 + r * TILE
         src = reader.sources.get(part.key)
         if src and Path(src).exists():
-            from forcomp.build.decode import load_rgb
+            from forcomp.decode import load_rgb
 
             grid.paste(_tile(Image.fromarray(load_rgb(Path(src)))), (0, y))
         grid.paste(

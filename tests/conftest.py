@@ -24,8 +24,8 @@ def imagefolder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def built_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(source, cache) with a val split built by the default backends; shared, do not modify."""
-    from forcomp.build.config import BuildConfig
-    from forcomp.build.pipeline import build_cache
+    from forcomp.offline.config import BuildConfig
+    from forcomp.offline.entry import build_cache
 
     root = tmp_path_factory.mktemp("built")
     source = make_imagefolder(root / "source")

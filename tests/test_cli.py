@@ -83,8 +83,8 @@ def test_verify_broken_cache_exits_1(tmp_path, capsys):
 
 
 def test_auto_backend_selection(tmp_path, capsys, monkeypatch):
-    from forcomp.build.inpainters import INPAINTERS
-    from forcomp.build.segmenters import SEGMENTERS
+    from forcomp.offline.inpainters import INPAINTERS
+    from forcomp.offline.segmenters import SEGMENTERS
 
     w = tmp_path / "w"
     w.mkdir()

@@ -3,8 +3,8 @@
 One pass per controlled condition (:mod:`forcomp.metrics.grids`) streams the val items through the
 model batch by batch; only per-image correctness (one bool per image and condition) and per-image
 focus values are kept, so memory does not grow with image size and only linearly (and tiny) with
-the number of items. Headline scores get a paired bootstrap 95% interval: the same resampled images
-are used for every condition of a resample.
+the number of items. The formulas and their paired bootstrap intervals live in
+:mod:`forcomp.metrics.scores`, the report dict is built by :mod:`forcomp.metrics.summary`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import operator
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from forcomp.errors import CacheFormatError, ForcompError
 from forcomp.metrics.attribution import METHODS, Attributor, focus_scores
-from forcomp.metrics.grids import CENTER_CELL, CORNER_CELLS, EDGE_CELLS, Condition, EvaluationGrid
+from forcomp.metrics.grids import Condition, EvaluationGrid
 from forcomp.metrics.models import (
     LoadedModel,
     imagenet_class_indices,
@@ -33,10 +33,10 @@ from forcomp.metrics.models import (
     resolve_normalize,
     wrap_module,
 )
+from forcomp.metrics.summary import build_report
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "forcomp.bias_report/1"
 DEFAULT_METHODS: tuple[str, ...] = ("input_x_gradient", "gradcam")
 
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -64,149 +64,6 @@ class Evaluation:
 
     report: dict[str, Any]
     examples: AttributionExamples | None = None
-
-
-# ---------------------------------------------------------------- headline formulas (vectorised)
-# Each takes {condition name: accuracy tensor} (0-d for the point estimate, (R,) for resamples).
-
-
-def _finite(t: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(t), t, torch.full_like(t, float("nan")))
-
-
-def background_robustness(acc: Mapping[str, Tensor]) -> Tensor:
-    """``acc(all) / acc(same)``."""
-    return _finite(acc["bg=all"] / acc["bg=same"])
-
-
-def background_robustness_orig(acc: Mapping[str, Tensor]) -> Tensor:
-    """The same ratio with ``acc(orig)`` as denominator."""
-    return _finite(acc["bg=all"] / acc["bg=orig"])
-
-
-def bg_gap(acc: Mapping[str, Tensor]) -> Tensor:
-    """``acc(same) − acc(all)`` in percentage points."""
-    return 100.0 * (acc["bg=same"] - acc["bg=all"])
-
-
-def _cells(acc: Mapping[str, Tensor], cells: Iterable[int]) -> Tensor:
-    return torch.stack([acc[f"nonant={k}"] for k in cells]).mean(0)
-
-
-def center_bias(acc: Mapping[str, Tensor]) -> Tensor:
-    """``1 − mean(acc over the 8 outer cells) / acc(center)``."""
-    outer = [k for k in range(9) if k != CENTER_CELL]
-    return _finite(1.0 - _cells(acc, outer) / acc[f"nonant={CENTER_CELL}"])
-
-
-def corner_bias(acc: Mapping[str, Tensor]) -> Tensor:
-    return _finite(1.0 - _cells(acc, CORNER_CELLS) / acc[f"nonant={CENTER_CELL}"])
-
-
-def edge_bias(acc: Mapping[str, Tensor]) -> Tensor:
-    return _finite(1.0 - _cells(acc, EDGE_CELLS) / acc[f"nonant={CENTER_CELL}"])
-
-
-def _size_names(acc: Mapping[str, Tensor], side: str) -> list[str]:
-    factors = [(float(n.split("=", 1)[1]), n) for n in acc if n.startswith("size=")]
-    return [n for f, n in factors if (f < 1.0 if side == "small" else f > 1.0)]
-
-
-def size_bias(acc: Mapping[str, Tensor]) -> Tensor:
-    """``1 − mean(acc over f < 1) / acc(f = 1)``."""
-    small = torch.stack([acc[n] for n in _size_names(acc, "small")]).mean(0)
-    return _finite(1.0 - small / acc["size=1"])
-
-
-def size_bias_large(acc: Mapping[str, Tensor]) -> Tensor:
-    """``1 − mean(acc over f > 1) / acc(f = 1)`` (negative: larger objects are recognised better)."""
-    names = _size_names(acc, "large")
-    if not names:
-        return torch.full_like(acc["size=1"], float("nan"))
-    return _finite(1.0 - torch.stack([acc[n] for n in names]).mean(0) / acc["size=1"])
-
-
-HEADLINES: dict[str, Callable[[Mapping[str, Tensor]], Tensor]] = {
-    "accuracy": lambda acc: acc["bg=orig"],
-    "background_robustness": background_robustness,
-    "background_robustness_orig": background_robustness_orig,
-    "bg_gap": bg_gap,
-    "center_bias": center_bias,
-    "center_bias_corners": corner_bias,
-    "center_bias_edges": edge_bias,
-    "size_bias": size_bias,
-    "size_bias_large": size_bias_large,
-}
-
-
-# ---------------------------------------------------------------- bootstrap
-
-
-def _quantiles(values: Tensor) -> list[float]:
-    v = values[torch.isfinite(values)].double()
-    if v.numel() == 0:
-        return [float("nan"), float("nan")]
-    q = torch.quantile(v, torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return [float(q[0]), float(q[1])]
-
-
-def paired_bootstrap(
-    correct: Mapping[str, Tensor],
-    stats: Mapping[str, Callable[[Mapping[str, Tensor]], Tensor]],
-    *,
-    resamples: int = 1000,
-    generator: torch.Generator,
-    chunk_elems: int = 4_000_000,
-) -> dict[str, list[float]]:
-    """Percentile 95% intervals of statistics of per-condition accuracies, resampling images jointly.
-
-    Args:
-        correct: ``{condition: (N,) bool}``, all over the same N items in the same order.
-        stats: ``{name: f(acc)}`` where ``acc`` maps condition → ``(R,)`` resampled accuracies.
-        resamples: Number of bootstrap resamples R.
-        generator: Source of the resampling indices (CPU).
-        chunk_elems: Bound on the index tensor's size (resamples are drawn in chunks).
-
-    Returns:
-        ``{name: [low, high]}`` (NaN where a statistic is undefined in every resample).
-    """
-    names = list(correct)
-    mat = torch.stack([correct[n].double().cpu() for n in names])  # (C, N), float64 like the point estimates
-    n = mat.shape[1]
-    if n == 0:
-        return {k: [float("nan"), float("nan")] for k in stats}
-    per_chunk = max(1, min(resamples, chunk_elems // n))
-    accs: list[Tensor] = []
-    done = 0
-    while done < resamples:
-        r = min(per_chunk, resamples - done)
-        idx = torch.randint(0, n, (r, n), generator=generator)
-        # counts[r, i] = how often item i is in resample r; acc = counts @ correct / n
-        counts = torch.zeros(r, n, dtype=torch.float64).scatter_add_(
-            1, idx, torch.ones(r, n, dtype=torch.float64)
-        )
-        accs.append(counts @ mat.T / n)  # (r, C)
-        done += r
-    boot = torch.cat(accs)  # (R, C)
-    acc = {name: boot[:, i] for i, name in enumerate(names)}
-    return {k: _quantiles(f(acc)) for k, f in stats.items()}
-
-
-def bootstrap_mean(values: Tensor, *, resamples: int = 1000, generator: torch.Generator) -> list[float]:
-    """Percentile 95% interval of the mean of ``values`` (NaNs dropped first)."""
-    v = values[torch.isfinite(values)].double().cpu()
-    n = v.numel()
-    if n == 0:
-        return [float("nan"), float("nan")]
-    means = []
-    per_chunk = max(1, min(resamples, 4_000_000 // n))
-    done = 0
-    while done < resamples:
-        r = min(per_chunk, resamples - done)
-        idx = torch.randint(0, n, (r, n), generator=generator)
-        means.append(v[idx].mean(1))
-        done += r
-    return _quantiles(torch.cat(means))
 
 
 # ---------------------------------------------------------------- data
@@ -502,7 +359,7 @@ def run_evaluation(
         bar.close()
     net.train(was_training)
 
-    report = _build_report(
+    report = build_report(
         correct=correct,
         focus={m: torch.cat(v) if v else torch.zeros(0) for m, v in focus.items()},
         methods=tuple(methods),
@@ -673,123 +530,3 @@ def _version() -> str:
     return __version__
 
 
-def _f(t: Tensor | float) -> float:
-    v = float(t)
-    return v if math.isfinite(v) else float("nan")
-
-
-def _build_report(
-    *,
-    correct: dict[str, Tensor],
-    focus: dict[str, Tensor],
-    methods: tuple[str, ...],
-    unavailable: dict[str, str],
-    grid: EvaluationGrid,
-    seed: int,
-    bootstrap: int,
-) -> dict[str, Any]:
-    # float64 throughout: float32 turns 5/12 into 0.4166666567 and equal grids into -1.19e-07 scores
-    acc = {
-        name: c.double().mean() if c.numel() else torch.tensor(float("nan"), dtype=torch.float64)
-        for name, c in correct.items()
-    }
-    point = {k: _f(f(acc)) for k, f in HEADLINES.items()}
-    g = torch.Generator().manual_seed(seed)
-    ci = paired_bootstrap(
-        correct,
-        {**HEADLINES, **{n: operator.itemgetter(n) for n in correct}},
-        resamples=bootstrap,
-        generator=g,
-    )
-    n = len(next(iter(correct.values())))
-    a = {k: _f(v) for k, v in acc.items()}
-
-    conditions = {c.name: {**c.to_dict(), "accuracy": a[c.name], "ci95": ci[c.name]} for c in grid}
-    bg = {m: a[f"bg={m}"] for m in ("orig", "same", "all")}
-    grid3 = [[a[f"nonant={3 * r + c}"] for c in range(3)] for r in range(3)]
-    curve = {c.name.split("=", 1)[1]: a[c.name] for c in grid.size}
-    small = [v for k, v in curve.items() if float(k) < 1.0]
-    large = [v for k, v in curve.items() if float(k) > 1.0]
-
-    method_reports: dict[str, dict[str, Any]] = {}
-    for m in methods:
-        vals = focus.get(m, torch.zeros(0))
-        valid = vals[torch.isfinite(vals)]
-        if m in unavailable or valid.numel() == 0:
-            method_reports[m] = {
-                "score": float("nan"),
-                "ci95": [float("nan"), float("nan")],
-                "n_valid": int(valid.numel()),
-                "unavailable": unavailable.get(m, "no image had a non-zero attribution map"),
-            }
-            continue
-        method_reports[m] = {
-            "score": float(valid.double().mean()),
-            "ci95": bootstrap_mean(vals, resamples=bootstrap, generator=g),
-            "median": float(valid.double().median()),
-            "n_valid": int(valid.numel()),
-        }
-    head = methods[0]
-
-    return {
-        "schema": SCHEMA,
-        "accuracy": point["accuracy"],
-        "accuracy_ci95": ci["accuracy"],
-        "background_robustness": {
-            "score": point["background_robustness"],
-            "ci95": ci["background_robustness"],
-            "formula": "acc(all) / acc(same)",
-            "accuracy": bg,
-            "ratio_all_over_orig": point["background_robustness_orig"],
-            "ratio_all_over_orig_ci95": ci["background_robustness_orig"],
-            "n_images": n,
-        },
-        "bg_gap": {
-            "score": point["bg_gap"],
-            "ci95": ci["bg_gap"],
-            "unit": "percentage points",
-            "formula": "100 * (acc(same) - acc(all))",
-            "accuracy": {"same": bg["same"], "all": bg["all"]},
-            "n_images": n,
-        },
-        "foreground_focus": {
-            "score": method_reports[head]["score"],
-            "ci95": method_reports[head]["ci95"],
-            "method": head,
-            "formula": "mean over images of (sum(A*M) / sum(A)) / (sum(M) / |image|)",
-            "condition": grid.focus.name,
-            "methods": method_reports,
-            "n_images": n,
-        },
-        "center_bias": {
-            "score": point["center_bias"],
-            "ci95": ci["center_bias"],
-            "formula": "1 - mean(acc over the 8 outer cells) / acc(center cell)",
-            "grid": grid3,
-            "center": a[f"nonant={CENTER_CELL}"],
-            "corners": float(sum(a[f"nonant={k}"] for k in CORNER_CELLS) / 4),
-            "edges": float(sum(a[f"nonant={k}"] for k in EDGE_CELLS) / 4),
-            "corner_score": point["center_bias_corners"],
-            "corner_score_ci95": ci["center_bias_corners"],
-            "edge_score": point["center_bias_edges"],
-            "edge_score_ci95": ci["center_bias_edges"],
-            "background": "same",
-            "n_images": n,
-        },
-        "size_bias": {
-            "score": point["size_bias"],
-            "ci95": ci["size_bias"],
-            "formula": "1 - mean(acc over f < 1) / acc(f = 1)",
-            "curve": curve,
-            "reference": curve["1"],
-            "small_mean": float(sum(small) / len(small)) if small else float("nan"),
-            "large_mean": float(sum(large) / len(large)) if large else float("nan"),
-            "large_score": point["size_bias_large"],
-            "large_score_ci95": ci["size_bias_large"],
-            "large_formula": "1 - mean(acc over f > 1) / acc(f = 1)",
-            "background": "same",
-            "n_images": n,
-        },
-        "conditions": conditions,
-        "bootstrap": {"resamples": bootstrap, "interval": "percentile 95%", "paired_over_images": True},
-    }

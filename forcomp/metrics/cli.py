@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from forcomp.metrics.bias import run_evaluation
     from forcomp.metrics.models import load_model
-    from forcomp.metrics.report import write_report
+    from forcomp.metrics.output import write_report
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -164,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else {"mask_smoothing_sigma": args.mask_smoothing_sigma},
     )
     paths = write_report(result.report, args.out, result.examples, plots=not args.no_plots)
-    from forcomp.metrics.report import compare
+    from forcomp.metrics.output import compare
 
     print(compare([paths["json"]], names=[args.model]))
     print(f"wrote {args.out}/ ({', '.join(p.name for p in paths.values())})")
@@ -172,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from forcomp.metrics.report import compare
+    from forcomp.metrics.output import compare
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     print(compare(args.reports, out=args.out, names=names))

@@ -343,7 +343,7 @@ class ForComp(Dataset):
                 log.warning("source image of %s not found; recombining instead", part.key)
                 use_orig = False
             else:
-                from forcomp.build.decode import load_rgb
+                from forcomp.decode import load_rgb
 
                 orig = resize_cover(torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1), self.size)
         return {

@@ -108,9 +108,9 @@ def test_safe_component_allows_data_names(name):
 def test_report_ends_with_how_to_fix(cache_copy, built_cache):
     """The report names the damage, then says: delete the damaged files, rerun the build (which
     redoes items whose files are missing), with the source the cache was built from."""
-    from forcomp.build.config import BuildConfig
-    from forcomp.build.pipeline import build_cache
     from forcomp.cache.verify import format_report
+    from forcomp.offline.config import BuildConfig
+    from forcomp.offline.entry import build_cache
 
     source = built_cache[0]
     layout = CacheLayout(cache_copy, "val")

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from forcomp.metrics.bias import (
+from forcomp.metrics.grids import SIZE_FACTORS, EvaluationGrid, size_conditions
+from forcomp.metrics.scores import (
     HEADLINES,
-    _build_report,
     background_robustness,
     bg_gap,
     bootstrap_mean,
@@ -18,7 +18,7 @@ from forcomp.metrics.bias import (
     size_bias,
     size_bias_large,
 )
-from forcomp.metrics.grids import SIZE_FACTORS, EvaluationGrid, size_conditions
+from forcomp.metrics.summary import build_report as _build_report
 
 
 def t(v: float) -> torch.Tensor:

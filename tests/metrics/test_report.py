@@ -9,9 +9,11 @@ import pytest
 import torch
 from test_formulas import _fake_results
 
-from forcomp.metrics.bias import AttributionExamples, _build_report
+from forcomp.metrics.bias import AttributionExamples
 from forcomp.metrics.grids import EvaluationGrid
-from forcomp.metrics.report import ReportNotFoundError, compare, format_markdown, load_report, write_report
+from forcomp.metrics.output import compare, write_report
+from forcomp.metrics.report import ReportNotFoundError, format_markdown, load_report
+from forcomp.metrics.summary import build_report as _build_report
 
 
 def fake_report(shift: float = 0.0) -> dict:

@@ -1,0 +1,95 @@
+"""Write a bias report's files (``report.json``, ``report.md``, PNG plots) and compare several reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forcomp.metrics.plots import plot_comparison, render_report_plots
+from forcomp.metrics.report import (
+    HEADLINE_ROWS,
+    REPORT_JSON,
+    REPORT_MD,
+    _clean,
+    _fmt,
+    format_markdown,
+    headline,
+    load_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+def write_report(
+    report: dict[str, Any], out_dir: str | os.PathLike[str], examples: Any = None, *, plots: bool = True
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (with matplotlib) the PNG plots into ``out_dir``.
+
+    Args:
+        report: The dict from :func:`forcomp.evaluate`.
+        out_dir: Created if missing.
+        examples: :class:`~forcomp.metrics.bias.AttributionExamples` for the attribution strip.
+        plots: Also render PNGs.
+
+    Returns:
+        ``{"json": path, "markdown": path, <plot name>: path, ...}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if plots:
+        written.update(render_report_plots(report, out, examples))
+    json_path = out / REPORT_JSON
+    json_path.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    md_path = out / REPORT_MD
+    md_path.write_text(format_markdown(report, [str(p) for p in written.values()]), encoding="utf-8")
+    log.info("wrote %s and %s", json_path, md_path)
+    return {"json": json_path, "markdown": md_path, **written}
+
+
+def compare(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> str:
+    """Headline scores of several reports side by side (a plain-text table); optionally a PNG plot.
+
+    Args:
+        paths: Report directories (or ``report.json`` files).
+        out: Write a grouped bar chart of the headline scores there.
+        names: Column names (default: each directory's name).
+
+    Returns:
+        The table, one row per metric, one column per report, arrows saying which way is better.
+    """
+    if not paths:
+        raise ValueError("compare needs at least one report directory")
+    reports = [load_report(p) for p in paths]
+    cols = list(names) if names else [_run_name(Path(p)) for p in paths]
+    if len(cols) != len(reports):
+        raise ValueError(f"names must give one name per report ({len(reports)}), got {len(cols)}")
+    width = max(12, *(len(c) for c in cols)) + 2
+    label_w = max(len(label) for _, label, _, _ in HEADLINE_ROWS) + 4
+    rows = ["".join([f"{'metric':<{label_w}}", *(f"{c:>{width}}" for c in cols)])]
+    for key, label, _, better in HEADLINE_ROWS:
+        arrow = {True: " ↑", False: " ↓", None: ""}[better]
+        cells = []
+        for r in reports:
+            score, ci = headline(r, key)
+            digits = 1 if key == "bg_gap" else 3
+            cells.append(f"{_fmt(score, digits):>{width}}")
+        rows.append(f"{label + arrow:<{label_w}}" + "".join(cells))
+    rows.append(f"{'images':<{label_w}}" + "".join(f"{r.get('n_images', 'n/a')!s:>{width}}" for r in reports))
+    table = "\n".join(rows)
+    if out is not None:
+        plot_comparison(reports, cols, Path(out))
+    return table
+
+
+def _run_name(p: Path) -> str:
+    return (p.parent if p.is_file() or p.suffix == ".json" else p).name or str(p)

@@ -1,0 +1,210 @@
+"""The offline build's entry point: plan the work, run an engine, finish the cache.
+
+``build_cache`` lists the sources of this shard, skips what a previous run finished (resume),
+hands the rest to an engine (:mod:`forcomp.offline.engines` or :mod:`forcomp.offline.ray_engine`,
+which run :func:`forcomp.offline.pipeline.process_batch`), then writes the ratios JSON and the
+run's provenance. Imports flow one way: entry → engines → pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, remove_stale_tmp
+from forcomp.cache.index import FINISHED, IndexRecord, read_index
+from forcomp.cache.layout import CacheLayout
+from forcomp.cache.writer import item_files_state
+from forcomp.errors import ForcompError
+from forcomp.offline.config import BuildConfig
+from forcomp.offline.engines import check_weights, run_local
+from forcomp.offline.pipeline import BuildSummary, backends_label
+from forcomp.offline.sources import Item, list_items, select_shard
+
+log = logging.getLogger(__name__)
+
+
+def write_ratios(layout: CacheLayout) -> dict[str, float]:
+    """(Re)write ``fg_bg_ratios_<split>.json`` from the merged index, atomically."""
+    index = read_index(layout)
+    ratios = {k: float(r.ratio) for k, r in sorted(index.items()) if r.status == "ok" and r.ratio is not None}
+    data = json.dumps(ratios, indent=0, ensure_ascii=False).encode("utf-8")
+    atomic_write_bytes(layout.ratios_path, data, tmp_dir=layout.root / TMP_DIRNAME)
+    return ratios
+
+
+def _write_provenance(
+    layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any], started: float
+) -> None:
+    from forcomp import __version__
+
+    prov = {
+        "forcomp_version": __version__,
+        "source": str(source),
+        "config": config.to_dict(),
+        "backends": backends_names,
+        "host": socket.gethostname(),
+        "started": started,
+        "finished": time.time(),
+    }
+    name = f"build-{config.shard_tag}.{socket.gethostname()}.{os.getpid()}.json"
+    atomic_write_bytes(
+        layout.index_dir / name, json.dumps(prov, indent=1).encode(), tmp_dir=layout.root / TMP_DIRNAME
+    )
+
+
+def plan(source: Path, cache: Path, config: BuildConfig) -> tuple[CacheLayout, list[Item], list[Item]]:
+    """The split's layout, this shard's items, and those still to do (resume skips finished ones)."""
+    layout, items, todo, _ = _plan(source, cache, config)
+    return layout, items, todo
+
+
+def _plan(
+    source: Path, cache: Path, config: BuildConfig
+) -> tuple[CacheLayout, list[Item], list[Item], list[IndexRecord]]:
+    """:func:`plan`, plus the index records of the items kept as they are.
+
+    Resume keeps an item whose record is finished and whose files agree with it: an ``ok`` item
+    needs a non-empty foreground and background, a ``no_object`` one must have none left over.
+    Checking that costs one ``stat`` per file, no decoding; items that fail it are redone.
+    """
+    layout = CacheLayout(cache, config.split)
+    items = select_shard(list_items(source), config.shard)
+    if not config.resume:
+        return layout, items, items, []
+    index = read_index(layout)
+    todo: list[Item] = []
+    kept: list[IndexRecord] = []
+    damaged = leftover = 0
+    for it in items:
+        rec = index.get(it.key)
+        if rec is None or rec.status not in FINISHED or it.problem:
+            todo.append(it)
+            continue
+        complete, present = item_files_state(layout, it.cls, it.stem)
+        if rec.status == "ok" and not complete:
+            damaged += 1
+            todo.append(it)
+        elif rec.status != "ok" and present:
+            leftover += 1
+            todo.append(it)
+        else:
+            kept.append(rec)
+    if damaged:
+        log.warning(
+            "%d item(s) already done miss a foreground or background file (or it is empty): redoing them",
+            damaged,
+        )
+    if leftover:
+        log.warning(
+            "%d item(s) without an object still have files of an earlier build: redoing them", leftover
+        )
+    return layout, items, todo, kept
+
+
+def _warn_kept_backends(kept: Sequence[IndexRecord], run: tuple[str, str]) -> None:
+    """One warning when items kept by resume were made with other backends than this run's."""
+    other = Counter(
+        (r.segmenter, r.inpainter)
+        for r in kept
+        if (r.segmenter or r.inpainter) and (r.segmenter, r.inpainter) != run
+    )
+    if not other:
+        return
+    total = sum(other.values())
+    items = "item" if total == 1 else "items"
+    if len(other) == 1:
+        made = f"{total} {items} already done with {backends_label(*next(iter(other)))}"
+    else:
+        groups = " and ".join(f"{n} with {backends_label(*b)}" for b, n in other.most_common())
+        made = f"{total} {items} already done ({groups})"
+    differ = [
+        f"{stage}={name}"
+        for stage, name, j in (("segmenter", run[0], 0), ("inpainter", run[1], 1))
+        if any(b[j] != name for b in other)
+    ]
+    log.warning(
+        "%s %s kept; this run (%s) applies to new items only; pass --no-resume (resume=False) to redo them",
+        made,
+        "is" if total == 1 else "are",
+        " ".join(differ),
+    )
+
+
+def _check_paths(source: Path, cache: Path, layout_dirs: Sequence[Path]) -> None:
+    if not source.exists():
+        raise ForcompError(f"source {source} does not exist (expected a folder SOURCE/<class>/<image>)")
+    if not source.is_dir():
+        raise ForcompError(f"source {source} is not a directory (expected a folder SOURCE/<class>/<image>)")
+    for d in (cache, *layout_dirs):
+        if d.exists() and not d.is_dir():
+            what = "cache" if d == cache else "cache path"
+            raise ForcompError(
+                f"{what} {d} is a file; it must be a directory (forcomp build creates CACHE if it is missing)"
+            )
+
+
+def build_cache(
+    source: str | os.PathLike[str],
+    cache: str | os.PathLike[str],
+    config: BuildConfig | None = None,
+    *,
+    progress: bool = False,
+) -> BuildSummary:
+    """Build (or resume) one split of a cache from an ImageFolder-style ``source``.
+
+    Args:
+        source: ``SOURCE/<class>/<image>`` folder.
+        cache: cache root; created if missing. Other splits and shards in it are left alone.
+        config: what to run (backends, shard, workers, engine...); defaults to :class:`BuildConfig`.
+        progress: show a progress bar (count, rate, ETA) on stderr.
+
+    Returns:
+        A :class:`BuildSummary`; ``summary.errors`` lists every file that failed, with its reason.
+
+    Example:
+        >>> summary = build_cache("imagenet/val", "cache", BuildConfig(split="val"))  # doctest: +SKIP
+    """
+    config = config or BuildConfig()
+    source, cache = Path(source), Path(cache)
+    t0, started = time.perf_counter(), time.time()
+    lay = CacheLayout(cache, config.split)
+    _check_paths(source, cache, (lay.split_dir, lay.fg_dir, lay.bg_dir, lay.index_dir, cache / TMP_DIRNAME))
+    # Absolute source paths in the index: ForComp(orig_img_prob=...) and preview find the images
+    # from any working directory.
+    source = source.resolve()
+    layout, items, todo, kept = _plan(source, cache, config)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ForcompError(f"cannot create the cache directory {cache}: {e.strerror or e}") from e
+    removed = remove_stale_tmp(cache / TMP_DIRNAME)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted build", removed)
+    summary = BuildSummary(split=config.split, total=len(items), skipped=len(items) - len(todo))
+    summary.kept_backends = dict(
+        Counter(backends_label(r.segmenter, r.inpainter) for r in kept if r.segmenter)
+    )
+    if kept:
+        names = check_weights(config)
+        _warn_kept_backends(kept, (names["segmenter"], names["inpainter"]))
+
+    if config.engine == "ray":
+        from forcomp.offline.ray_engine import run_ray  # Ray is an optional extra: import on use
+
+        names = run_ray(todo, layout, config, summary, progress=progress)
+    else:
+        names = run_local(todo, layout, config, summary, progress=progress)
+    summary.segmenter, summary.inpainter = names.get("segmenter"), names.get("inpainter")
+    _write_provenance(layout, config, source, names, started)
+    write_ratios(layout)
+    summary.elapsed_s = time.perf_counter() - t0
+    log.info("%s", summary.format())
+    return summary

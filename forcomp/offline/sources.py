@@ -1,0 +1,119 @@
+"""Walk an ImageFolder-style source (``SOURCE/<class>/**/<image>``) into sorted, shardable items."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from forcomp.cache.layout import BG_EXT, safe_component
+from forcomp.decode import is_image_file
+from forcomp.errors import ForcompError, UnsafePathError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source image. ``key`` (``"<class>/<stem>.JPEG"``) names it in the cache and index."""
+
+    path: Path
+    cls: str
+    stem: str
+    label: int
+    problem: str | None = None  # set when the item cannot be processed at all (e.g. unsafe name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cls}/{self.stem}{BG_EXT}"
+
+
+def find_classes(source: Path) -> list[str]:
+    """Class folder names, sorted as torchvision's ImageFolder sorts them (labels match)."""
+    if not source.exists():
+        raise ForcompError(f"source {source} does not exist (expected a folder SOURCE/<class>/<image>)")
+    if not source.is_dir():
+        raise ForcompError(f"source {source} is not a directory (expected a folder SOURCE/<class>/<image>)")
+    try:
+        entries = list(os.scandir(source))
+    except OSError as e:
+        raise ForcompError(f"cannot list source {source}: {e.strerror or e}") from e
+    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        images = sum(1 for e in entries if e.is_file() and is_image_file(Path(e.name)))
+        if images:
+            raise ForcompError(
+                f"source {source} holds {images} image file(s) but no class sub-folders: put the images "
+                f"in SOURCE/<class>/ (e.g. {source / 'my_class'}/), one folder per class, as "
+                "torchvision's ImageFolder expects"
+            )
+        raise ForcompError(
+            f"source {source} has no class sub-folders (expected SOURCE/<class>/<image> files)"
+        )
+    return classes
+
+
+def _walk_images(class_dir: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, onerror=lambda e: log.warning("skipping %s", e)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(f)))
+    return found
+
+
+def _stem_for(class_dir: Path, path: Path) -> str:
+    rel = path.relative_to(class_dir).with_suffix("")
+    return "__".join(rel.parts)
+
+
+def list_items(source: str | os.PathLike[str]) -> list[Item]:
+    """All image items of ``source``, sorted by key; labels are indices into :func:`find_classes`.
+
+    Two files whose stems collide (``a.jpg`` and ``a.png``) get the extension appended to the stem of
+    every file but the first, so each item keeps a unique, deterministic key.
+    """
+    source = Path(source)
+    items: list[Item] = []
+    for label, cls in enumerate(find_classes(source)):
+        class_dir = source / cls
+        try:
+            safe_component(cls, what="class name")
+            cls_problem = None
+        except UnsafePathError as e:
+            cls_problem = str(e)
+        seen: set[str] = set()
+        n_before = len(items)
+        for path in _walk_images(class_dir):
+            stem = _stem_for(class_dir, path)
+            if stem in seen:
+                stem = f"{stem}_{path.suffix.lstrip('.').lower()}"
+            seen.add(stem)
+            problem = cls_problem
+            if problem is None:
+                try:
+                    safe_component(stem, what="stem")
+                except UnsafePathError as e:
+                    problem = str(e)
+            items.append(Item(path=path, cls=cls, stem=stem, label=label, problem=problem))
+        if len(items) == n_before:
+            log.warning(
+                "class folder %s holds no image: it keeps label %d here, but the cache will not know "
+                "the class, so later labels shift by one in ForComp (torchvision's ImageFolder refuses "
+                "such a source); remove the folder or put its images in",
+                class_dir,
+                label,
+            )
+    items.sort(key=lambda it: it.key)
+    return items
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard an item belongs to: a stable hash of its key, independent of the file list."""
+    return zlib.crc32(key.encode("utf-8")) % num_shards
+
+
+def select_shard(items: list[Item], shard: tuple[int, int]) -> list[Item]:
+    i, n = shard
+    return items if n == 1 else [it for it in items if shard_of(it.key, n) == i]
