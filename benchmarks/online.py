@@ -113,7 +113,9 @@ class PILRecombine(Dataset):
         return self.tf(bg), 0
 
 
-def rrc_flip_normalize(images: torch.Tensor, g: torch.Generator, out: int = 224) -> torch.Tensor:
+def rrc_flip_normalize(
+    images: torch.Tensor, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor, out: int = 224
+) -> torch.Tensor:
     """Per-sample RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + flip + normalize of a batch.
 
     Same draws on every device; on CUDA one batched ``roi_align``, on the CPU a loop of
@@ -138,11 +140,11 @@ def rrc_flip_normalize(images: torch.Tensor, g: torch.Generator, out: int = 224)
                 images[i : i + 1, :, y : y + ch, x : x + cw], size=(out, out), mode="bilinear", antialias=True
             )[0]
             crops[i] = c.flip(-1) if f else c
-        return crops.sub_(MEAN).div_(STD)
+        return crops.sub_(mean).div_(std)
     boxes = torch.stack([torch.arange(B, device=dev, dtype=images.dtype), x0, y0, x0 + w, y0 + h], 1)
     crops = roi_align(images, boxes, (out, out), spatial_scale=1.0, sampling_ratio=2, aligned=True)
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
-    return (crops - MEAN.to(dev)) / STD.to(dev)
+    return (crops - mean) / std
 
 
 def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
@@ -187,7 +189,7 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
             "forcomp worker: load_parts (decode, resize)": ms(lambda: [ds.load_parts(i) for i in range(n)]),
             "forcomp worker: collate": ms(lambda: collate_parts(samples)),
             "forcomp main: Recombine (paste)": ms(lambda: rec(parts, params)),
-            "forcomp main: RRC + flip + normalize": ms(lambda: rrc_flip_normalize(images, g)),
+            "forcomp main: RRC + flip + normalize": ms(lambda: rrc_flip_normalize(images, g, MEAN, STD)),
         }
     finally:
         torch.set_num_threads(threads)
@@ -206,23 +208,34 @@ def time_loader(make_iter, n_items: int, repeats: int) -> tuple[float, list[floa
     return statistics.median(rates), rates
 
 
-def kernel_rate(device: str, repeats: int, B: int = 256, method: str = "auto") -> float:
+KERNELS = {
+    # name: (method, compiled); "auto" is the window kernel on the CPU and the matrix one elsewhere
+    "auto": ("auto", False),
+    "matrix, eager": ("matrix", False),
+    "matrix, compiled": ("matrix", True),
+}
+
+
+def kernel_rate(device: str, repeats: int, B: int = 256, kernel: str = "auto") -> float:
+    """Images per second of the paste kernel alone on one ``B x 224²`` batch (warm-up excluded)."""
+    method, compiled = KERNELS[kernel]
+    fn = torch.compile(composite, fullgraph=True) if compiled else composite
     g = torch.Generator(device=device).manual_seed(0)
     fg = torch.randint(0, 256, (B, 4, 256, 256), dtype=torch.uint8, device=device, generator=g)
     hw = torch.randint(96, 256, (B, 2), device=device, generator=g)
     bg = torch.randint(0, 256, (B, 3, 224, 224), dtype=torch.uint8, device=device, generator=g)
     ones = torch.ones(B, device=device)
     times = []
-    for _ in range(repeats + 1):
+    for _ in range(repeats + (2 if compiled else 1)):  # the compiled kernel's first call compiles
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         p = sample_params(0.2 * ones, 0.3 * ones, hw, 0.7 * ones, (224, 224), RecombineConfig(), generator=g)
-        composite(fg, hw, bg, p, method=method)  # type: ignore[arg-type]
+        fn(fg, hw, bg, p, method=method)  # type: ignore[arg-type]
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return B / statistics.median(times[1:])
+    return B / statistics.median(times[2 if compiled else 1 :])
 
 
 def main() -> None:
@@ -244,12 +257,13 @@ def main() -> None:
     for dev in devices:
         ds = ForComp(cache, "train", size=256, background="all", seed=0)
         g = torch.Generator(device=dev).manual_seed(0)
+        mean, std = MEAN.to(dev), STD.to(dev)  # once, outside the timed loop (a copy is a sync)
         # On the CPU the main process's kernel shares the cores with the decoding workers: give it
         # the cores the workers leave (oversubscribing them cost 25% in a measured run).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers) if dev == "cpu" else threads)
         rows[f"forcomp-{dev}"] = time_loader(
             lambda: (
-                (rrc_flip_normalize(x, g), y)  # noqa: B023 (the lambda runs within this iteration)
+                (rrc_flip_normalize(x, g, mean, std), y)  # noqa: B023 (the lambda runs within this iteration)
                 for x, y in ds.loader(args.batch, num_workers=args.workers, device=dev)  # noqa: B023
             ),
             args.items,
@@ -257,7 +271,10 @@ def main() -> None:
         )
     torch.set_num_threads(threads)
     kernel = {
-        f"{dev}, {m}": kernel_rate(dev, args.repeats, method=m) for dev in devices for m in ("auto", "matrix")
+        f"{dev}, {k}": kernel_rate(dev, args.repeats, kernel=k)
+        for dev in devices
+        for k in KERNELS
+        if dev == "cuda" or k != "matrix, compiled"  # compiling for the CPU: minutes, not the CPU's path
     }
     stages = stage_costs(cache)
     base = rows["pil (ForNet-style per sample)"][0]

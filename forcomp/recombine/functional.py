@@ -176,8 +176,20 @@ def _composite_matrix(
     return out.to(out_dtype), a_out[:, 0].to(torch.float32 if is_int else out_dtype)
 
 
-def _premultiplied(src: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-    """``(4, h, w)`` RGBA with colour multiplied by alpha: uint8 stays uint8, floats become ``cdt``."""
+def _resize_keeps_uint8(device: torch.device) -> bool:
+    """Whether antialiased ``interpolate`` takes uint8 on ``device``: only the CPU has that kernel
+    (CUDA raises "not implemented for 'Byte'"), so the window path resizes in float elsewhere."""
+    return device.type == "cpu"
+
+
+def _premultiplied(src: torch.Tensor, cdt: torch.dtype, keep_uint8: bool) -> torch.Tensor:
+    """``(4, h, w)`` RGBA with colour multiplied by alpha, ready for the antialiased resize.
+
+    uint8 stays uint8 when ``keep_uint8`` (the CPU's SIMD uint8 kernel), else becomes ``cdt`` in
+    [0, 1]. Floats become ``cdt``.
+    """
+    if not src.dtype.is_floating_point and not keep_uint8:
+        src = src.to(cdt) * (1 / 255)
     if src.dtype.is_floating_point:
         out = src.to(cdt, copy=True)
         out[:3] *= out[3]
@@ -234,7 +246,9 @@ def _composite_window(
     else:
         images = bg.to(out_dtype).mul_(1 / 255)  # uint8 in, float out (faster than a mixed-dtype mul)
     masks = torch.zeros(B, H, W, dtype=torch.float32 if int_out else out_dtype, device=bg.device)
-    fg_unit = 1.0 if fg.dtype.is_floating_point else 1 / 255
+    # what _premultiplied hands the resize: uint8 [0, 255] on the CPU, float [0, 1] elsewhere
+    keep_uint8 = not fg.dtype.is_floating_point and _resize_keeps_uint8(fg.device)
+    fg_unit = 1 / 255 if keep_uint8 else 1.0
     box = torch.stack([params.x0, params.y0, params.w.clamp_min(1), params.h.clamp_min(1)], 1)
     boxes = box.double().round().long().tolist()
     sigmas = params.sigma.double().tolist()
@@ -242,7 +256,7 @@ def _composite_window(
         ya, yb, xa, xb = max(y, 0), min(y + h, H), max(x, 0), min(x + w, W)
         if ya >= yb or xa >= xb:
             continue
-        src = _premultiplied(fg[b, :, :fh, :fw], cdt)
+        src = _premultiplied(fg[b, :, :fh, :fw], cdt, keep_uint8)
         # channels_last selects torch's SIMD kernel for uint8 (several times faster than planar)
         res = (
             F.interpolate(

@@ -9,7 +9,9 @@ keep the masks aligned.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +20,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from forcomp.recombine.functional import composite
-from forcomp.recombine.params import RecombineConfig, RecombineParams, derive_seed, sample_params
+from forcomp.recombine.params import RecombineConfig, RecombineParams, derive_seed, n_uniforms, sample_params
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +58,16 @@ class Parts:
 
         return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
 
+    def pin_memory(self) -> Parts:
+        """Every tensor in page-locked memory: DataLoader(pin_memory=True) calls this on custom batch
+        types; without it a ``Parts`` batch stayed pageable and ``to(device, non_blocking=True)``
+        copied synchronously (~100 MB per 256-image batch)."""
+
+        def pin(t: Any) -> Any:
+            return t.pin_memory() if isinstance(t, torch.Tensor) else t
+
+        return Parts(*(pin(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
+
     @property
     def fg_fill(self) -> torch.Tensor:
         """Share of each valid foreground crop covered by the object (mean alpha)."""
@@ -71,6 +85,10 @@ class Recombine(v2.Transform):
         seed: base seed; the generator is derived from ``(seed, rank, epoch)``. None: random.
         method: the paste kernel (see :func:`~forcomp.recombine.functional.composite`): ``auto``
             takes per-object windows on the CPU and batched matrices on GPUs.
+        compile: run the matrix kernel through ``torch.compile`` (fused kernels: fewer passes over
+            memory). None (default): on CUDA batches, unless ``method="window"``; True: on every
+            device (needs a working ``torch.compile`` backend); False: never. If compiling fails
+            the eager kernel runs instead, with a logged warning.
 
     Example:
         >>> rec = Recombine(background="all", seed=0)  # doctest: +SKIP
@@ -83,6 +101,7 @@ class Recombine(v2.Transform):
         *,
         seed: int | None = None,
         method: Literal["auto", "matrix", "window"] = "auto",
+        compile: bool | None = None,  # noqa: A002 - torch.compile's name, as timm's --torchcompile
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -96,26 +115,61 @@ class Recombine(v2.Transform):
         if method not in ("auto", "matrix", "window"):
             raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
         self.method: Literal["auto", "matrix", "window"] = method
+        if compile not in (None, True, False):
+            raise ValueError(f"compile must be None (compile on CUDA), True or False, got {compile!r}")
+        if compile and method == "window":
+            raise ValueError(
+                "compile=True needs the matrix kernel (the window kernel loops over objects in Python): "
+                "pass method='matrix' or 'auto', or compile=False"
+            )
+        self.compile = compile
+        self._compiled: Callable[..., Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Generators are rebuilt from (seed, rank, epoch) where the copy runs; a torch.Generator
         # cannot cross a spawn boundary.
-        return self.__dict__ | {"_generators": {}}
+        # The compiled kernel is rebuilt on first use too (compiled code does not pickle).
+        return self.__dict__ | {"_generators": {}, "_compiled": None}
+
+    def uses_compile(self, device: torch.device) -> bool:
+        """Whether batches on ``device`` go through the compiled matrix kernel."""
+        if self.compile is not None:
+            return self.compile
+        return device.type == "cuda" and self.method != "window"
+
+    def _composite(self, parts: Parts, params: RecombineParams) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (parts.fg, parts.fg_hw, parts.bg, params)
+        kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": torch.float32}
+        if self.uses_compile(parts.bg.device):
+            if self._compiled is None:
+                # dynamic=None: the first new padded-foreground shape recompiles with dynamic sizes,
+                # later ones reuse that graph. fullgraph: a graph break would be a bug here.
+                self._compiled = torch.compile(composite, fullgraph=True, dynamic=None)
+            try:
+                return self._compiled(*args, method="matrix", **kw)
+            except Exception as e:  # noqa: BLE001 - e.g. no Triton/C++ toolchain: eager is the same picture
+                log.warning("torch.compile of the paste kernel failed (%s); running it eagerly", e)
+                self.compile = False
+                self._compiled = None
+        return composite(*args, method=self.method, **kw)
 
     def set_epoch(self, epoch: int) -> None:
         """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
         self.epoch = int(epoch)
         self._generators.clear()
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
+    def _generator(self) -> torch.Generator:
+        """The CPU generator of this (seed, rank, epoch): draws are made on the CPU and moved to the
+        batch's device, so one seed gives the same geometry on every device, and no generator
+        argument reaches compiled code (each one was a graph break)."""
+        key = "cpu"
         if key not in self._generators:
             rank = (
                 torch.distributed.get_rank()
                 if torch.distributed.is_available() and torch.distributed.is_initialized()
                 else 0
             )
-            g = torch.Generator(device=device)
+            g = torch.Generator()
             g.manual_seed(derive_seed(self.seed, rank, self.epoch))
             self._generators[key] = g
         return self._generators[key]
@@ -124,11 +178,14 @@ class Recombine(v2.Transform):
         """This batch's geometry on the batch's device.
 
         From the samples' own uniforms when the batch carries them (``ForComp`` does: a sample's
-        draw then does not depend on its batch), else from ``generator`` or the transform's own.
+        draw then does not depend on its batch), else from ``generator`` (on any device) or the
+        transform's own CPU generator, whose uniforms are drawn on the CPU and moved.
         """
         uniforms = parts.uniforms if generator is None else None
         if uniforms is None and generator is None:
-            generator = self._generator(parts.bg.device)
+            k = n_uniforms(self.config)
+            uniforms = torch.rand((parts.bg.shape[0], k), generator=self._generator())
+            uniforms = uniforms.to(parts.bg.device, non_blocking=True)
         return sample_params(
             parts.fg_ratio,
             parts.bg_ratio,
@@ -150,15 +207,7 @@ class Recombine(v2.Transform):
         """
         if params is None:
             params = self.make_params(parts)
-        images, masks = composite(
-            parts.fg,
-            parts.fg_hw,
-            parts.bg,
-            params,
-            smoothing_radius=self.smoothing_radius,
-            method=self.method,
-            out_dtype=torch.float32,
-        )
+        images, masks = self._composite(parts, params)
         if parts.orig is not None and parts.use_orig is not None:
             sel = parts.use_orig[:, None, None, None]
             images = torch.where(sel, parts.orig.float() / 255.0, images)

@@ -199,3 +199,42 @@ def test_autocast_does_not_lower_the_kernels_precision(device):
             out, _ = composite(fg, hw, bg, p, method=method)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_window_path_resizes_uint8_in_float_off_the_cpu(monkeypatch):
+    """CUDA has no uint8 antialiased ``interpolate``: off the CPU the window path converts the
+    foreground to float before resizing. Checked here by making the CPU take that branch: the
+    picture stays the uint8 path's (rounding apart), and the resize really gets float input."""
+    import forcomp.recombine.functional as fn
+
+    assert fn._resize_keeps_uint8(torch.device("cpu"))
+    assert not fn._resize_keeps_uint8(torch.device("cuda"))
+    assert not fn._resize_keeps_uint8(torch.device("meta"))
+    fg, hw, bg, p = _scene()
+    ref, mref = composite(fg, hw, bg, p, method="window")
+    seen = []
+    real = fn.F.interpolate
+
+    def spy(x, *a, **k):
+        seen.append(x.dtype)
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(fn, "_resize_keeps_uint8", lambda device: False)
+    monkeypatch.setattr(fn.F, "interpolate", spy)
+    out, m = composite(fg, hw, bg, p, method="window")
+    assert seen and all(d == torch.float32 for d in seen)
+    assert out.dtype == torch.uint8
+    assert (out.int() - ref.int()).abs().max() <= 2
+    assert (m - mref).abs().max() < 0.02
+
+
+@pytest.mark.gpu
+def test_window_path_runs_uint8_on_cuda():
+    _skip_no_cuda("cuda")
+    fg, hw, bg, p = _scene()
+    ref, _ = composite(fg, hw, bg, p, method="window")
+    out, _ = composite(
+        fg.cuda(), hw.cuda(), bg.cuda(), RecombineParams(*(t.cuda() for t in p)), method="window"
+    )
+    assert out.dtype == torch.uint8 and out.is_cuda
+    assert (out.cpu().int() - ref.int()).abs().max() <= 2

@@ -1,0 +1,134 @@
+"""``Recombine`` and ``Parts`` on their way to a GPU: pinning, the compiled kernel, device-free draws."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch.utils.data._utils.pin_memory import pin_memory
+
+import forcomp.recombine.transform as tr
+from forcomp import ForComp, Recombine
+from forcomp.recombine.dataset import collate_parts
+from forcomp.recombine.transform import Parts
+
+
+def _parts(cache, n=4, size=48, uniforms=True) -> Parts:
+    ds = ForComp(cache, "val", size=size, seed=0)
+    parts = collate_parts([ds.load_parts(i) for i in range(n)])
+    return parts if uniforms else Parts(**{**parts.__dict__, "uniforms": None})
+
+
+def test_parts_pin_memory_pins_every_tensor(cache, monkeypatch):
+    """DataLoader(pin_memory=True) pins a custom batch through its ``pin_memory()``: every tensor of
+    ``Parts`` must go through ``Tensor.pin_memory`` (checked with a spy where no accelerator exists)."""
+    parts = _parts(cache)
+    tensors = {f: getattr(parts, f) for f in parts.__dataclass_fields__}
+    tensors = {f: t for f, t in tensors.items() if isinstance(t, torch.Tensor)}
+    assert {"fg", "fg_hw", "bg", "fg_ratio", "bg_ratio", "labels", "uniforms"} <= set(tensors)
+    if torch.cuda.is_available():
+        pinned = pin_memory(parts)
+        assert isinstance(pinned, Parts)
+        assert all(getattr(pinned, f).is_pinned() for f in tensors)
+        return
+    pinned_ids = []
+
+    def fake_pin(self, *a, **k):
+        pinned_ids.append(id(self))
+        return self.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    out = pin_memory(parts)
+    assert isinstance(out, Parts)
+    assert sorted(pinned_ids) == sorted(id(t) for t in tensors.values())
+    assert out.decode_failures == parts.decode_failures
+    for f, t in tensors.items():
+        assert torch.equal(getattr(out, f), t)
+
+
+def test_generator_draws_on_the_cpu_whatever_the_device(cache, monkeypatch):
+    """Without per-sample uniforms the transform's own generator draws: it is a CPU generator and
+    its uniforms are moved to the batch, so no generator reaches the device (or compiled code)."""
+    parts = _parts(cache, uniforms=False)
+    seen = {}
+    real = tr.sample_params
+
+    def spy(*a, generator=None, uniforms=None, **k):
+        seen["generator"], seen["uniforms"] = generator, uniforms
+        return real(*a, generator=generator, uniforms=uniforms, **k)
+
+    monkeypatch.setattr(tr, "sample_params", spy)
+    rec = Recombine(seed=5)
+    p1 = rec.make_params(parts)
+    assert seen["generator"] is None and seen["uniforms"].device.type == "cpu"
+    assert [g.device.type for g in rec._generators.values()] == ["cpu"]
+    # meta tensors stand for an accelerator here: the draws still come from the CPU generator
+    meta = Parts(**{k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in parts.__dict__.items()})
+    pm = Recombine(seed=5).make_params(meta)
+    assert pm.x0.device.type == "meta" and seen["uniforms"].device.type == "meta"
+    assert torch.equal(Recombine(seed=5).make_params(parts).x0, p1.x0)
+
+
+@pytest.mark.gpu
+def test_same_seed_same_geometry_on_cpu_and_cuda(cache):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    parts = _parts(cache, uniforms=False)
+    cpu = Recombine(seed=7).make_params(parts)
+    gpu = Recombine(seed=7).make_params(parts.to("cuda"))
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-6, atol=1e-5)
+
+
+def test_compile_option_defaults_to_cuda_and_is_checked():
+    rec = Recombine(seed=0)
+    assert rec.uses_compile(torch.device("cuda")) and not rec.uses_compile(torch.device("cpu"))
+    assert not Recombine(seed=0, method="window").uses_compile(torch.device("cuda"))
+    assert not Recombine(seed=0, compile=False).uses_compile(torch.device("cuda"))
+    assert Recombine(seed=0, compile=True).uses_compile(torch.device("cpu"))
+    with pytest.raises(ValueError, match="compile"):
+        Recombine(compile="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="method='matrix'"):
+        Recombine(compile=True, method="window")
+
+
+def test_compiled_recombine_equals_eager_matrix_and_pickles(cache):
+    parts = _parts(cache)
+    eager, me, params = Recombine(seed=1, method="matrix", compile=False)(parts, return_params=True)
+    rec = Recombine(seed=1, compile=True)
+    out, m = rec(parts, params)
+    assert rec._compiled is not None and rec.compile is True  # ran compiled, did not fall back
+    torch.testing.assert_close(out, eager, atol=2e-5, rtol=0)
+    torch.testing.assert_close(m, me, atol=2e-5, rtol=0)
+    clone = pickle.loads(pickle.dumps(rec))
+    assert clone._compiled is None
+    torch.testing.assert_close(clone(parts, params)[0], eager, atol=2e-5, rtol=0)
+
+
+def test_compile_failure_falls_back_to_eager(cache, monkeypatch, caplog):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no backend")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    parts = _parts(cache)
+    rec = Recombine(seed=1, compile=True)
+    out, _, params = rec(parts, return_params=True)
+    assert rec.compile is False and "running it eagerly" in caplog.text
+    ref, _ = Recombine(seed=1, compile=False)(parts, params)
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.gpu
+def test_cuda_recombine_compiled_by_default_matches_cpu(cache):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    parts = _parts(cache)
+    cpu, _, params = Recombine(seed=2)(parts, return_params=True)
+    rec = Recombine(seed=2)
+    gpu, _ = rec(parts.to("cuda"), type(params)(*(t.cuda() for t in params)))
+    assert rec._compiled is not None and rec.compile is None
+    assert (gpu.cpu() - cpu).abs().max() < 0.02
