@@ -463,5 +463,5 @@ def test_spawned_workers_after_ds_i(tmp_path):
     dl = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn")
     assert sum(len(y) for _, y in dl) == len(ds)
     rec = Recombine(seed=0)
-    rec._generator(torch.device("cpu"))  # a used transform pickles too
+    rec._generator()  # a used transform pickles too
     assert pickle.loads(pickle.dumps(rec))._generators == {}
