@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from forcomp.errors import CacheFormatError, ForcompError
 from forcomp.metrics.attribution import METHODS, Attributor, focus_scores
+from forcomp.metrics.classnames import class_name, imagenet1k_below, imagenet1k_index, is_wnid
 from forcomp.metrics.grids import Condition, EvaluationGrid
 from forcomp.metrics.models import (
     LoadedModel,
@@ -156,6 +157,14 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (buffers if it has none), else float32."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
 ClassIndices = Sequence[int] | Mapping[str, int]
 
 _CLASS_INDICES_HOW = (
@@ -201,10 +210,39 @@ def _class_indices(n_outputs: int, classes: list[str], given: ClassIndices | Non
     if mapped is not None:
         log.info("mapping %d cache classes onto the ImageNet-1k outputs by WordNet id", len(classes))
         return mapped
+    if n_outputs == 1000 and classes and all(is_wnid(c) for c in classes):
+        raise ForcompError(_not_imagenet_message(classes))
     raise ForcompError(
         f"the model has {n_outputs} outputs but the cache has {len(classes)} classes; give the model "
         f"output index of each cache class (in sorted class order): {_CLASS_INDICES_HOW}; or evaluate "
         "a model trained on these classes"
+    )
+
+
+def _not_imagenet_message(classes: list[str]) -> str:
+    """Why wnid classes do not map onto a 1000-way model: which are not ImageNet-1k classes, and the
+    ``--class-indices`` line with the others filled in (``?`` for the user to choose)."""
+    order = imagenet1k_index()
+    missing = [c for c in classes if c not in order]
+    described = []
+    for c in missing[:10]:
+        name = class_name(c)
+        below = imagenet1k_below(c)
+        text = f"{c} ({name})" if name else f"{c} (not in the packaged WordNet table)"
+        if below:
+            shown = ", ".join(f"{w} {class_name(w)} = {order[w]}" for w in below[:3])
+            text += f" — ImageNet-1k classes under it: {shown}{' …' if len(below) > 3 else ''}"
+        described.append(text)
+    more = f"; and {len(missing) - 10} more" if len(missing) > 10 else ""
+    line = ",".join(str(order[c]) if c in order else "?" for c in classes)
+    return (
+        f"the model has 1000 outputs (ImageNet-1k) and the cache's classes are WordNet ids, but "
+        f"{len(missing)} of its {len(classes)} classes are not ImageNet-1k classes: "
+        f"{'; '.join(described)}{more}. The other {len(classes) - len(missing)} map by WordNet id; "
+        f"replace each ? by the output to count as correct for that class (sorted class order):\n"
+        f"  --class-indices {line}\n"
+        "(class_indices=[...] in Python, or a JSON file {class_name: index}); or evaluate a cache "
+        "without those classes"
     )
 
 
@@ -240,6 +278,7 @@ def run_evaluation(
     class_indices: ClassIndices | None = None,
     n_examples: int = 6,
     weights_dir: str | os.PathLike[str] | None = None,
+    checkpoint_key: str | None = None,
     recombine: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Like :func:`evaluate`, also returning attribution examples for the plots."""
@@ -253,7 +292,7 @@ def run_evaluation(
     if bootstrap < 1:
         raise ValueError(f"bootstrap must be >= 1 resamples, got {bootstrap}")
     if isinstance(model, str):
-        loaded = load_model(model, weights_dir=weights_dir)
+        loaded = load_model(model, weights_dir=weights_dir, checkpoint_key=checkpoint_key)
     elif isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, nn.Module):
@@ -290,16 +329,19 @@ def run_evaluation(
     indices = _subset(n_total, limit, seed)
     n_images = n_total if indices is None else len(indices)
 
+    # Normalise in float32, then feed the model its own dtype (a half/bfloat16 model refuses float32
+    # inputs); scores stay float64 (summary.py) whatever the model computes in.
+    in_dtype = _model_dtype(net)
     if norm is not None:
         mean = torch.tensor(norm[0], device=dev).view(1, -1, 1, 1)
         std = torch.tensor(norm[1], device=dev).view(1, -1, 1, 1)
 
         def prep(x: Tensor) -> Tensor:
-            return (x.float() - mean) / std
+            return ((x.float() - mean) / std).to(in_dtype)
     else:
 
         def prep(x: Tensor) -> Tensor:
-            return x.float()
+            return x.float().to(in_dtype)
 
     out_index: list[int] | None = None
     mapped: Tensor | None = None
@@ -307,6 +349,7 @@ def run_evaluation(
     attributor = Attributor(net, tuple(methods), ig_steps=ig_steps, gradcam_layer=gradcam_layer)
 
     correct: dict[str, Tensor] = {}
+    label_counts = torch.zeros(len(classes), dtype=torch.long)
     focus: dict[str, list[Tensor]] = {m: [] for m in methods}
     picker = _ExamplePicker(n_examples)
     n_batches = math.ceil(n_images / batch_size)
@@ -337,6 +380,8 @@ def run_evaluation(
             else:
                 pred, target = logits.argmax(1), labels
             hits.append((pred == target).cpu())
+            if cond == grid.background[0]:  # every condition holds the same images
+                label_counts += torch.bincount(labels.cpu(), minlength=len(classes))
             if cond == grid.focus:
                 maps = attributor(x, target)
                 m = masks.float()
@@ -367,6 +412,8 @@ def run_evaluation(
         grid=grid,
         seed=seed,
         bootstrap=bootstrap,
+        n_classes=len(classes),
+        label_counts=label_counts.tolist(),
     )
     report.update(
         {
@@ -483,7 +530,8 @@ def evaluate(
         progress: Show a tqdm progress bar.
         **options: ``bootstrap`` (resamples, 1000), ``ig_steps`` (16), ``gradcam_layer`` (module
             name), ``class_indices`` (model output index per cache class in sorted order, or
-            ``{class_name: index}``), ``weights_dir``, ``recombine``
+            ``{class_name: index}``), ``weights_dir``, ``checkpoint_key`` (the entry of a training
+            checkpoint to load, e.g. ``"model_ema"``), ``recombine``
             (other :class:`~forcomp.ForComp` settings for every condition, e.g.
             ``{"mask_smoothing_sigma": 1.0}`` for small canvases; ForNet's defaults otherwise).
 
@@ -528,5 +576,3 @@ def _version() -> str:
     from forcomp import __version__
 
     return __version__
-
-

@@ -46,6 +46,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
     )
     p.add_argument(
+        "--checkpoint-key",
+        default=None,
+        metavar="KEY",
+        help="entry of a training checkpoint that holds the weights (default: 'model' as torchvision's "
+        "reference scripts save it, else 'state_dict' as timm's; e.g. model_ema, state_dict_ema)",
+    )
+    p.add_argument(
         "--normalize",
         choices=["auto", "imagenet", "none"],
         default="auto",
@@ -79,9 +86,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("compare", help="print the headline bias scores of several reports side by side")
+    c = sub.add_parser(
+        "compare",
+        help="print the headline bias scores of several reports side by side (--out: also a plot)",
+        description="Print the headline scores of several reports side by side, with a warning for any "
+        "report whose accuracy is not clearly above chance. Writes nothing unless --out is given.",
+    )
     c.add_argument("reports", nargs="+", type=Path, help="report directories (from forcomp evaluate --out)")
-    c.add_argument("--out", type=Path, default=None, help="also write a comparison plot (PNG)")
+    c.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the comparison figure to this file (.png, .svg or .pdf; a directory gets "
+        "compare.png); without it nothing is written",
+    )
     c.add_argument("--names", default=None, help="comma-separated column names (default: directory names)")
     c.set_defaults(func=cmd_compare)
 
@@ -140,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     class_indices = None if args.class_indices is None else parse_class_indices(args.class_indices)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(args.model, weights_dir=args.weights)
+    loaded = load_model(args.model, weights_dir=args.weights, checkpoint_key=args.checkpoint_key)
     size = args.size or loaded.default_size()
     loaded.check_size(size)  # before any work: a fixed-size ViT names the size it needs
     result = run_evaluation(
@@ -177,5 +195,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     print(compare(args.reports, out=args.out, names=names))
     if args.out is not None:
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out / 'compare.png' if args.out.is_dir() else args.out}")
     return EXIT_OK

@@ -10,9 +10,14 @@ SPEC forms (tried in this order):
   ``timm.create_model(NAME, pretrained=False)``, then ``WEIGHTS/NAME.pth`` (or ``NAME.safetensors``).
 
 ``WEIGHTS`` is ``--weights DIR``, else ``$FORCOMP_WEIGHTS``, else ``./weights``. Nothing is ever
-downloaded. A checkpoint may be a bare state dict or a dict holding one under ``state_dict``,
-``model`` or ``model_ema``; a ``module.`` prefix (DDP) is stripped. If the classifier head's size
-differs from the default (a fine-tuned model), the model is rebuilt with that many classes.
+downloaded. A checkpoint may be a bare state dict or a training checkpoint as the torchvision
+reference scripts (``{"model": sd, "optimizer": ..., "args": Namespace, ...}``, maybe ``model_ema``)
+and timm's ``train.py`` (``{"state_dict": sd, "state_dict_ema": ..., "arch": ..., "args": ...}``)
+write them: loading stays ``weights_only`` and allows ``argparse.Namespace`` besides, nothing else;
+the model's state dict is ``model``, else ``state_dict`` (EMA weights only when asked for with
+``checkpoint_key``); a ``module.`` prefix (DDP, torchvision's EMA wrapper) is stripped. If the
+classifier head's size differs from the default (a fine-tuned model), the model is rebuilt with
+that many classes.
 
 Preprocessing: the model's own mean/std when known (torchvision weights' transforms, timm's
 ``resolve_data_config``, or a ``pretrained_cfg`` dict on a factory's module), else ImageNet's.
@@ -26,6 +31,8 @@ record it as ``fixed_size``.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -69,6 +76,7 @@ class LoadedModel:
         mean, std: The model's own normalisation, or ``None`` when unknown.
         input_size: The model's native square input size, when known.
         fixed_size: ``(h, w)`` when the model accepts only that input size (a fixed-size ViT).
+        checkpoint_key: The checkpoint entry the weights came from (``None``: a bare state dict).
     """
 
     model: nn.Module
@@ -79,6 +87,7 @@ class LoadedModel:
     std: tuple[float, ...] | None = None
     input_size: int | None = None
     fixed_size: tuple[int, int] | None = None
+    checkpoint_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +105,7 @@ class LoadedModel:
             "source": self.source,
             "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             "weights": self.weights,
+            "checkpoint_key": self.checkpoint_key,
             "n_parameters": int(n_params),
             "mean": list(self.mean) if self.mean else None,
             "std": list(self.std) if self.std else None,
@@ -165,12 +175,17 @@ def wrap_module(model: nn.Module) -> LoadedModel:
     )
 
 
-def load_model(spec: str, *, weights_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
+def load_model(
+    spec: str, *, weights_dir: str | os.PathLike[str] | None = None, checkpoint_key: str | None = None
+) -> LoadedModel:
     """Load a classifier from ``spec`` (see module docstring).
 
     Args:
         spec: ``file.py:factory``, ``package.module:factory``, ``[torchvision/]NAME`` or ``[timm/]NAME``.
         weights_dir: Directory of checkpoints (default: ``$FORCOMP_WEIGHTS`` or ``./weights``).
+        checkpoint_key: Which entry of a training checkpoint holds the weights to evaluate (e.g.
+            ``model_ema``, ``state_dict_ema``); default ``model``, else ``state_dict``, else the file
+            itself when it is a bare state dict.
 
     Returns:
         The model in eval mode on the CPU, with its preprocessing.
@@ -183,16 +198,22 @@ def load_model(spec: str, *, weights_dir: str | os.PathLike[str] | None = None) 
         raise ModelSpecError("model spec is empty; give a torchvision/timm name or path/to/file.py:factory")
     spec = spec.strip()
     wdir = resolve_weights_dir(weights_dir)
+    key = checkpoint_key
     if _is_factory_spec(spec):
+        if key is not None:
+            raise ValueError(
+                f"checkpoint_key (--checkpoint-key) applies to torchvision/timm model names whose weights "
+                f"forcomp loads; the factory {spec!r} loads its own weights"
+            )
         loaded = _load_factory(spec)
     elif spec.startswith("torchvision/"):
-        loaded = _load_torchvision(spec.split("/", 1)[1], wdir, spec)
+        loaded = _load_torchvision(spec.split("/", 1)[1], wdir, spec, key)
     elif spec.startswith("timm/"):
-        loaded = _load_timm(spec.split("/", 1)[1], wdir, spec)
+        loaded = _load_timm(spec.split("/", 1)[1], wdir, spec, key)
     elif _torchvision_has(spec):
-        loaded = _load_torchvision(spec, wdir, spec)
+        loaded = _load_torchvision(spec, wdir, spec, key)
     elif _timm_has(spec):
-        loaded = _load_timm(spec, wdir, spec)
+        loaded = _load_timm(spec, wdir, spec, key)
     else:
         hint = (
             "" if importlib.util.find_spec("timm") else " (timm is not installed: pip install forcomp[eval])"
@@ -284,30 +305,110 @@ def _checkpoint_path(wdir: Path, name: str, spec: str) -> Path:
     )
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+# Where training scripts keep the model's weights, in the order tried when no key is given
+# (torchvision references: "model"; timm train.py: "state_dict"). EMA weights only on request.
+CHECKPOINT_KEYS: tuple[str, ...] = ("model", "state_dict")
+EMA_KEYS: tuple[str, ...] = ("model_ema", "state_dict_ema")
+
+# The only non-tensor class a weights_only load may build besides torch's own: the argparse
+# Namespace both torchvision's and timm's training scripts store under "args".
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _safe_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` that also accepts ``argparse.Namespace`` (nothing else)."""
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    ctx = allow(list(SAFE_GLOBALS)) if allow is not None else contextlib.nullcontext()
+    try:
+        with ctx:
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            why = f"it holds {found.group(1)}, which is not an allowed type"
+        else:
+            lines = [ln.strip() for ln in text.splitlines() if "WeightsUnpickler error" in ln]
+            why = lines[0] if lines else (text.strip().splitlines() or [type(e).__name__])[0]
+        raise ForcompError(
+            f"cannot read weights {path} safely ({why}). forcomp loads checkpoints with "
+            "torch.load(weights_only=True), which refuses objects other than tensors, plain containers "
+            "and (here) argparse.Namespace, because unpickling them can run code. If you trust the file, "
+            "save the model's state dict alone: torch.save(model.state_dict(), path)"
+        ) from e
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a ``module.`` prefix (DDP; torchvision's EMA, an ``AveragedModel`` with an extra
+    ``n_averaged`` counter that is not a model weight)."""
+    keys = [k for k in sd if k != "n_averaged"]
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in sd.items() if k != "n_averaged"}
+    return sd
+
+
+def read_checkpoint(
+    path: Path, checkpoint_key: str | None = None
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The model state dict in a checkpoint file, and the key it was found under (``None``: the file is one).
+
+    Raises:
+        ForcompError: Unsafe or unreadable file; no state dict under the key; a training checkpoint
+            without a known key (the message lists the keys and names ``--checkpoint-key``).
+    """
     if path.suffix == ".safetensors":
+        if checkpoint_key is not None:
+            raise ValueError(
+                f"checkpoint_key={checkpoint_key!r}: {path} is a safetensors file, which holds one state "
+                "dict and no keys; leave --checkpoint-key out"
+            )
         try:
             from safetensors.torch import load_file
         except ImportError as e:
             raise ImportError(f"reading {path} needs safetensors: pip install safetensors") from e
-        sd: Any = load_file(str(path))
-    else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
+        return _strip_prefix(dict(load_file(str(path)))), None
+    obj = _safe_load(path)
+    if not isinstance(obj, dict):
+        raise ForcompError(f"{path} holds a {type(obj).__name__}, not a state dict (name → tensor)")
+    how = "pass --checkpoint-key KEY (checkpoint_key=KEY in Python) naming the entry that holds the weights"
+    if checkpoint_key is not None:
+        if checkpoint_key not in obj:
             raise ForcompError(
-                f"cannot read weights {path}: {e}. "
-                "Save a plain state dict: torch.save(model.state_dict(), path)"
-            ) from e
-    for key in ("state_dict", "model", "model_ema"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ForcompError(f"{path} does not hold a state dict (name → tensor)")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return sd
+                f"{path} has no entry {checkpoint_key!r} (--checkpoint-key); its entries: {_keys(obj)}"
+            )
+        key: str | None = checkpoint_key
+        sd = obj[checkpoint_key]
+    elif _is_state_dict(obj):
+        key, sd = None, obj
+    else:
+        key = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            ema = [k for k in EMA_KEYS if isinstance(obj.get(k), dict)]
+            hint = f" (EMA weights are under {ema[0]!r}: --checkpoint-key {ema[0]})" if ema else ""
+            raise ForcompError(
+                f"{path} is neither a state dict nor a training checkpoint with weights under "
+                f"{' or '.join(map(repr, CHECKPOINT_KEYS))}; its entries: {_keys(obj)}{hint}; {how}"
+            )
+        sd = obj[key]
+    if not _is_state_dict(sd):
+        where = f"entry {key!r} of {path}" if key is not None else str(path)
+        raise ForcompError(f"{where} does not hold a state dict (name → tensor); {how}")
+    if key is not None:
+        log.info("%s: using the weights under %r", path, key)
+    return _strip_prefix(sd), key
+
+
+def _keys(obj: dict[Any, Any]) -> str:
+    keys = [str(k) for k in obj]
+    return ", ".join(keys[:20]) + (" …" if len(keys) > 20 else "")
 
 
 def _head_classes(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
@@ -332,13 +433,13 @@ def _load_into(build: Any, sd: dict[str, torch.Tensor], path: Path, spec: str) -
     return model
 
 
-def _load_torchvision(name: str, wdir: Path, spec: str) -> LoadedModel:
+def _load_torchvision(name: str, wdir: Path, spec: str, checkpoint_key: str | None = None) -> LoadedModel:
     from torchvision import models
 
     if name not in models.list_models():
         raise ModelSpecError(f"model spec {spec!r}: {name!r} is not a torchvision model")
     path = _checkpoint_path(wdir, name, spec)
-    sd = _read_state_dict(path)
+    sd, key = read_checkpoint(path, checkpoint_key)
 
     def build(n: int | None) -> nn.Module:
         return models.get_model(name, weights=None, **({"num_classes": n} if n else {}))
@@ -354,11 +455,18 @@ def _load_torchvision(name: str, wdir: Path, spec: str) -> LoadedModel:
     except (ValueError, AttributeError, TypeError):  # models without a weights enum / transforms
         pass
     return LoadedModel(
-        model, spec=spec, source="torchvision", weights=str(path), mean=mean, std=std, input_size=size
+        model,
+        spec=spec,
+        source="torchvision",
+        weights=str(path),
+        mean=mean,
+        std=std,
+        input_size=size,
+        checkpoint_key=key,
     )
 
 
-def _load_timm(name: str, wdir: Path, spec: str) -> LoadedModel:
+def _load_timm(name: str, wdir: Path, spec: str, checkpoint_key: str | None = None) -> LoadedModel:
     try:
         import timm
         from timm.data import resolve_data_config
@@ -367,7 +475,7 @@ def _load_timm(name: str, wdir: Path, spec: str) -> LoadedModel:
     if not timm.is_model(name):
         raise ModelSpecError(f"model spec {spec!r}: {name!r} is not a timm model")
     path = _checkpoint_path(wdir, name, spec)
-    sd = _read_state_dict(path)
+    sd, key = read_checkpoint(path, checkpoint_key)
 
     def build(n: int | None) -> nn.Module:
         kwargs: dict[str, Any] = {"num_classes": n} if n else {}
@@ -383,6 +491,7 @@ def _load_timm(name: str, wdir: Path, spec: str) -> LoadedModel:
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         input_size=int(cfg["input_size"][-1]),
+        checkpoint_key=key,
     )
 
 
@@ -419,14 +528,13 @@ def resolve_normalize(
 
 
 def imagenet_class_indices(classes: list[str]) -> list[int] | None:
-    """Positions of WordNet ids in the standard ImageNet-1k output order (needs timm), else ``None``."""
-    if not classes or not all(re.fullmatch(r"n\d{8}", c) for c in classes):
+    """Positions of WordNet ids in the standard ImageNet-1k output order, else ``None`` (some class is
+    not an ImageNet-1k wnid). Uses the packaged WordNet table."""
+    from forcomp.metrics.classnames import imagenet1k_index, is_wnid
+
+    if not classes or not all(is_wnid(c) for c in classes):
         return None
-    try:
-        from timm.data import ImageNetInfo
-    except ImportError:
-        return None
-    order = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+    order = imagenet1k_index()
     if not all(c in order for c in classes):
         return None
     return [order[c] for c in classes]

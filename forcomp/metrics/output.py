@@ -16,6 +16,8 @@ from forcomp.metrics.report import (
     REPORT_MD,
     _clean,
     _fmt,
+    chance_warning,
+    flag,
     format_markdown,
     headline,
     load_report,
@@ -51,44 +53,85 @@ def write_report(
     return {"json": json_path, "markdown": md_path, **written}
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+COMPARE_PNG = "compare.png"
+
+
 def compare(
     paths: Sequence[str | os.PathLike[str]],
     *,
     out: str | os.PathLike[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> str:
-    """Headline scores of several reports side by side (a plain-text table); optionally a PNG plot.
+    """Headline scores of several reports side by side (a plain-text table); with ``out``, also a plot.
+
+    Scores whose reference accuracy is not clearly above chance (:mod:`forcomp.metrics.chance`) are
+    marked ``*`` and each such report gets a warning line above the table; reports written before
+    that check existed are assessed from their per-condition intervals.
 
     Args:
         paths: Report directories (or ``report.json`` files).
-        out: Write a grouped bar chart of the headline scores there.
+        out: Write the comparison figure there (``.png``, ``.svg`` or ``.pdf``; a directory gets
+            ``compare.png``). Without it nothing is written.
         names: Column names (default: each directory's name).
 
     Returns:
-        The table, one row per metric, one column per report, arrows saying which way is better.
+        Warning lines (if any), the table (one row per metric, one column per report, arrows saying
+        which way is better) and a footnote for ``*``.
+
+    Raises:
+        ReportNotFoundError: A directory without ``report.json``.
+        ValueError: ``names`` of the wrong length, or ``out`` with another suffix.
     """
     if not paths:
         raise ValueError("compare needs at least one report directory")
+    plot_path = None if out is None else _plot_path(Path(out))
     reports = [load_report(p) for p in paths]
     cols = list(names) if names else [_run_name(Path(p)) for p in paths]
     if len(cols) != len(reports):
         raise ValueError(f"names must give one name per report ({len(reports)}), got {len(cols)}")
     width = max(12, *(len(c) for c in cols)) + 2
     label_w = max(len(label) for _, label, _, _ in HEADLINE_ROWS) + 4
-    rows = ["".join([f"{'metric':<{label_w}}", *(f"{c:>{width}}" for c in cols)])]
+    rows = [f"WARNING {c}: {w}" for c, r in zip(cols, reports, strict=True) if (w := chance_warning(r))]
+    if rows:
+        rows.append("")
+    rows.append("".join([f"{'metric':<{label_w}}", *(f"{c:>{width}}" for c in cols)]))
+    flagged = False
     for key, label, _, better in HEADLINE_ROWS:
         arrow = {True: " ↑", False: " ↓", None: ""}[better]
         cells = []
         for r in reports:
-            score, ci = headline(r, key)
+            score, _ci = headline(r, key)
             digits = 1 if key == "bg_gap" else 3
-            cells.append(f"{_fmt(score, digits):>{width}}")
+            mark = "*" if flag(r, key) else " "
+            flagged |= mark == "*"
+            cells.append(f"{_fmt(score, digits) + mark:>{width}}")
         rows.append(f"{label + arrow:<{label_w}}" + "".join(cells))
-    rows.append(f"{'images':<{label_w}}" + "".join(f"{r.get('n_images', 'n/a')!s:>{width}}" for r in reports))
+    rows.append(
+        f"{'images':<{label_w}}" + "".join(f"{str(r.get('n_images', 'n/a')) + ' ':>{width}}" for r in reports)
+    )
+    if flagged:
+        rows.append(
+            "* at chance (accuracy) or not meaningful: the accuracy it is measured against is not "
+            "clearly above chance"
+        )
     table = "\n".join(rows)
-    if out is not None:
-        plot_comparison(reports, cols, Path(out))
+    if plot_path is not None:
+        plot_comparison(reports, cols, plot_path)
+        log.info("wrote %s", plot_path)
     return table
+
+
+def _plot_path(out: Path) -> Path:
+    if out.is_dir():
+        return out / COMPARE_PNG
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(
+            f"compare --out {out}: give a file ending in {', '.join(PLOT_SUFFIXES)} (or a directory, "
+            f"which gets {COMPARE_PNG})"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _run_name(p: Path) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from forcomp.metrics.classnames import display_name
 from forcomp.metrics.report import denoise
 
 PLOT_FILES = {
@@ -37,8 +38,20 @@ def _nan(v: Any) -> float:
     return denoise(float(v)) if isinstance(v, int | float) and v is not None else float("nan")
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+def _nm(block: dict[str, Any]) -> str:
+    """`` (not meaningful)`` for a headline flagged by the chance check."""
+    return " (not meaningful)" if block.get("meaningful") is False else ""
+
+
+def _chance_level(report: dict[str, Any]) -> float:
+    from forcomp.metrics.chance import chance_of
+
+    block = chance_of(report)
+    return float(block["level"]) if block else float("nan")
+
+
+def _save(fig: Any, path: Path, *, dpi: int = 110, tight: bool = True) -> Path:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
     _plt().close(fig)
     return path
 
@@ -63,7 +76,7 @@ def plot_center_bias(report: dict[str, Any], path: Path) -> Path:
                 fontsize=11,
             )
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(f"accuracy by position\ncenter bias = {_nan(cb['score']):.3f}", fontsize=10)
+    ax.set_title(f"accuracy by position\ncenter bias = {_nan(cb['score']):.3f}{_nm(cb)}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _save(fig, path)
 
@@ -77,13 +90,11 @@ def plot_size_curve(report: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     ax.plot(xs, ys, "o-", color="tab:blue")
     ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.minorticks_off()
+    _size_axis(ax, xs)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("object area factor f")
     ax.set_ylabel("top-1 accuracy")
-    ax.set_title(f"size bias = {_nan(sb['score']):.3f}", fontsize=10)
+    ax.set_title(f"size bias = {_nan(sb['score']):.3f}{_nm(sb)}", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -103,9 +114,16 @@ def plot_background(report: dict[str, Any], path: Path) -> Path:
     ax.bar(modes, acc, yerr=[lo, hi], capsize=4, color=["tab:gray", "tab:green", "tab:orange"])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("top-1 accuracy")
-    br = report["background_robustness"]["score"]
-    gap = report["bg_gap"]["score"]
-    ax.set_title(f"background robustness = {_nan(br):.3f}\nBG-gap = {_nan(gap):.1f} p.p.", fontsize=10)
+    br, gap = report["background_robustness"], report["bg_gap"]
+    level = _chance_level(report)
+    if math.isfinite(level):
+        ax.axhline(level, color="firebrick", ls=":", lw=1)
+        ax.text(-0.45, level + 0.01, "chance", color="firebrick", fontsize=7, va="bottom")
+    ax.set_title(
+        f"background robustness = {_nan(br['score']):.3f}{_nm(br)}\n"
+        f"BG-gap = {_nan(gap['score']):.1f} p.p.{_nm(gap)}",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -119,7 +137,8 @@ def plot_attribution_examples(examples: Any, path: Path, classes: Sequence[str] 
     for i in range(n):
         img = examples.images[i].clamp(0, 1).permute(1, 2, 0).numpy()
         label = int(examples.labels[i])
-        name = classes[label] if label < len(classes) else str(label)
+        name = display_name(classes[label]) if label < len(classes) else str(label)
+        name = name if len(name) <= 30 else name[:29] + "…"
         axes[i][0].imshow(img)
         axes[i][0].set_title(name if i else f"image\n{name}", fontsize=8)
         axes[i][1].imshow(examples.masks[i].numpy(), cmap="gray", vmin=0, vmax=1)
@@ -153,16 +172,33 @@ def render_report_plots(report: dict[str, Any], out: Path, examples: Any = None)
     return paths
 
 
+def _size_axis(ax: Any, factors: Sequence[float]) -> None:
+    """Log x axis labelled with the size factors themselves (0.1 … 2), not powers of ten."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(factors), [f"{f:g}" for f in factors])
+    ax.minorticks_off()
+
+
+# The comparison figure: 2 rows of 4 panels, 15 × 7.2 in at 100 dpi ≈ 1500 × 720 px (a laptop screen).
+COMPARE_FIGSIZE = (15.0, 7.2)
+COMPARE_DPI = 100
+
+
 def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> Path:
-    """Grouped bars of the headline scores (one panel per metric) plus the size curves."""
-    from forcomp.metrics.report import HEADLINE_ROWS, headline
+    """Grouped bars of the headline scores (one panel per metric) plus the size curves, in two rows.
+
+    Bars of scores that are not meaningful (their reference accuracy is at chance) are hatched and
+    labelled "n.m."; an accuracy at chance is labelled "chance".
+    """
+    from forcomp.metrics.report import HEADLINE_ROWS, flag, headline
 
     plt = _plt()
-    n_panels = len(HEADLINE_ROWS) + 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(2.6 * n_panels, 3.2))
+    fig = plt.figure(figsize=COMPARE_FIGSIZE)
+    gs = fig.add_gridspec(2, 4)
+    bar_axes = [fig.add_subplot(gs[i // 4, i % 4]) for i in range(len(HEADLINE_ROWS))]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, label, _, better) in zip(axes, HEADLINE_ROWS, strict=False):
-        vals, errs_lo, errs_hi = [], [], []
+    for ax, (key, label, _, better) in zip(bar_axes, HEADLINE_ROWS, strict=True):
+        vals, errs_lo, errs_hi, marks = [], [], [], []
         for r in reports:
             s, ci = headline(r, key)
             s = _nan(s)
@@ -172,32 +208,60 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
             ok = bool(ci) and len(bounds) == len(ci) and math.isfinite(s)
             errs_lo.append(max(0.0, s - bounds[0]) if ok else 0.0)
             errs_hi.append(max(0.0, bounds[1] - s) if ok else 0.0)
-        ax.bar(
+            marks.append(flag(r, key))
+        bars = ax.bar(
             range(len(reports)),
             vals,
             yerr=[errs_lo, errs_hi],
             capsize=3,
             color=[colors[i % len(colors)] for i in range(len(reports))],
         )
-        ax.set_xticks(range(len(reports)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(label + {True: " ↑", False: " ↓", None: ""}[better], fontsize=9)
+        ax.set_xticks(range(len(reports)), names, rotation=20, ha="right", fontsize=10)
+        ax.set_title(label + {True: " ↑", False: " ↓", None: ""}[better], fontsize=11)
+        ax.tick_params(axis="y", labelsize=9)
         ax.axhline(0, color="black", lw=0.5)
         lo, hi = ax.get_ylim()
         ax.set_ylim(min(lo, -MIN_BAR_SPAN / 2), max(hi, MIN_BAR_SPAN / 2))
-    ax = axes[-1]
+        for bar, mark, v in zip(bars, marks, vals, strict=True):
+            if not mark:
+                continue
+            bar.set_hatch("//")
+            bar.set_alpha(0.45)
+            y = v if math.isfinite(v) else 0.0
+            ax.annotate(
+                "chance" if mark == "at chance" else "n.m.",
+                (bar.get_x() + bar.get_width() / 2, y),
+                xytext=(0, 3 if y >= 0 else -12),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+                color="firebrick",
+            )
+    ax = fig.add_subplot(gs[1, 2:])
+    factors: set[float] = set()
     for i, (r, name) in enumerate(zip(reports, names, strict=True)):
         curve = r.get("size_bias", {}).get("curve", {})
-        ax.plot(
-            [float(k) for k in curve],
-            [_nan(v) for v in curve.values()],
-            "o-",
-            ms=3,
-            color=colors[i % len(colors)],
-            label=name,
-        )
-    ax.set_xscale("log")
+        xs = [float(k) for k in curve]
+        factors.update(xs)
+        ax.plot(xs, [_nan(v) for v in curve.values()], "o-", ms=4, color=colors[i % len(colors)], label=name)
+    if factors:
+        _size_axis(ax, sorted(factors))
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_ylim(0, 1.02)
-    ax.set_title("accuracy vs size", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+    ax.set_xlabel("object area factor f", fontsize=10)
+    ax.set_ylabel("top-1 accuracy", fontsize=10)
+    ax.set_title("accuracy vs object size", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    if any(flag(r, key) for r in reports for key, *_ in HEADLINE_ROWS):
+        fig.text(
+            0.5,
+            0.005,
+            "hatched, n.m.: not meaningful (its reference accuracy is not clearly above chance); "
+            "chance: accuracy at chance level",
+            ha="center",
+            fontsize=9,
+            color="firebrick",
+        )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, path, dpi=COMPARE_DPI, tight=False)  # a fixed, known pixel size

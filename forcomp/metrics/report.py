@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forcomp.errors import ForcompError
+from forcomp.metrics.chance import chance_of, not_meaningful
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,35 @@ def _fmt_ci(ci: Any, digits: int = 3) -> str:
     return f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
 
 
+def chance_warning(report: dict[str, Any]) -> str | None:
+    """The report's chance-level warning (``None`` when every headline is meaningful)."""
+    block = chance_of(report)
+    return None if block is None else block.get("warning")
+
+
+def flag(report: dict[str, Any], key: str) -> str:
+    """``""``, ``"at chance"`` (accuracy) or ``"not meaningful"`` for a headline ``key``."""
+    if not_meaningful(report, key) is None:
+        return ""
+    return "at chance" if key == "accuracy" else "not meaningful"
+
+
 def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
     """The human-readable report."""
     m = report.get("model", {})
     c = report.get("cache", {})
-    lines = [
-        "# forcomp bias report",
-        "",
-        f"- model: `{m.get('spec')}` ({m.get('source')}, weights: `{m.get('weights')}`)",
+    warning = chance_warning(report)
+    lines = ["# forcomp bias report", ""]
+    if warning:
+        lines += [
+            f"> **Warning: {warning}.** The flagged scores keep their numbers, but they compare "
+            'chance-level guesses (a model that always answers one class scores a "perfect" background '
+            "robustness of 1 and center/size bias of 0); do not read them as measurements.",
+            "",
+        ]
+    key = f", checkpoint entry `{m['checkpoint_key']}`" if m.get("checkpoint_key") else ""
+    lines += [
+        f"- model: `{m.get('spec')}` ({m.get('source')}, weights: `{m.get('weights')}`{key})",
         f"- cache: `{c.get('path')}` split `{report.get('split')}` — {report.get('n_images')} images, "
         f"{report.get('n_classes')} classes",
         f"- seed {report.get('seed')}, input size {report.get('size')}, normalize {report.get('normalize')}, "
@@ -110,10 +132,29 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         "| metric | score | 95% CI | how to read |",
         "|---|---|---|---|",
     ]
-    for key, label, how, _ in HEADLINE_ROWS:
-        score, ci = headline(report, key)
-        digits = 1 if key == "bg_gap" else 3
-        lines.append(f"| {label} | {_fmt(score, digits)} | {_fmt_ci(ci, digits)} | {how} |")
+    for hkey, label, how, _ in HEADLINE_ROWS:
+        score, ci = headline(report, hkey)
+        digits = 1 if hkey == "bg_gap" else 3
+        mark = flag(report, hkey)
+        cell = f"{_fmt(score, digits)} ({mark})" if mark else _fmt(score, digits)
+        lines.append(f"| {label} | {cell} | {_fmt_ci(ci, digits)} | {how} |")
+    block = chance_of(report)
+    if block is not None:
+        at = block.get("conditions_at_chance") or []
+        lines += [
+            "",
+            f"Chance level {block['level']:.3f} (1/{block['n_classes']} classes"
+            + (
+                f", majority class share {block['majority_share']:.3f}"
+                if block.get("majority_share") is not None
+                else ""
+            )
+            + "). Conditions whose accuracy is not clearly above it (95% interval reaches it): "
+            + (", ".join(f"`{n}`" for n in at) if at else "none")
+            + ".",
+        ]
+        for hkey, why in block.get("not_meaningful", {}).items():
+            lines.append(f"- {hkey}: {why}")
 
     br = report.get("background_robustness", {})
     acc = br.get("accuracy", {})

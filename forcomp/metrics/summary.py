@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from forcomp.metrics.chance import REFERENCE, assess_chance
 from forcomp.metrics.grids import CENTER_CELL, CORNER_CELLS, EDGE_CELLS, EvaluationGrid
 from forcomp.metrics.scores import HEADLINES, bootstrap_mean, paired_bootstrap
 
@@ -29,7 +31,23 @@ def build_report(
     grid: EvaluationGrid,
     seed: int,
     bootstrap: int,
+    n_classes: int | None = None,
+    label_counts: Sequence[int] | None = None,
 ) -> dict[str, Any]:
+    """The report dict of ``METRICS.md`` (without model/cache identity, which the caller adds).
+
+    Args:
+        correct: ``{condition: (N,) bool}`` per-image correctness, paired over the same images.
+        focus: ``{method: (N,) float}`` per-image focus (NaN where a map was all zero).
+        methods: Attribution methods; the first is the headline.
+        unavailable: ``{method: reason}`` for methods that did not apply to the model.
+        grid: The conditions that were run.
+        seed: Seeds the bootstrap.
+        bootstrap: Resamples per interval.
+        n_classes: Classes the prediction ranges over; given, the report gets a ``chance`` block and
+            every headline a ``meaningful`` flag (:mod:`forcomp.metrics.chance`).
+        label_counts: Evaluated images per class (the majority share in the chance level).
+    """
     # float64 throughout: float32 turns 5/12 into 0.4166666567 and equal grids into -1.19e-07 scores
     acc = {
         name: c.double().mean() if c.numel() else torch.tensor(float("nan"), dtype=torch.float64)
@@ -73,7 +91,7 @@ def build_report(
         }
     head = methods[0]
 
-    return {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "accuracy": point["accuracy"],
         "accuracy_ci95": ci["accuracy"],
@@ -135,3 +153,22 @@ def build_report(
         "conditions": conditions,
         "bootstrap": {"resamples": bootstrap, "interval": "percentile 95%", "paired_over_images": True},
     }
+    if n_classes is not None:
+        mark_chance(report, assess_chance(conditions, n_classes, label_counts=label_counts))
+    return report
+
+
+def mark_chance(report: dict[str, Any], chance: dict[str, Any]) -> None:
+    """Put the ``chance`` block at the top of ``report`` and flag each headline (numbers kept)."""
+    flagged = chance["not_meaningful"]
+    report["accuracy_at_chance"] = "accuracy" in flagged
+    for key in REFERENCE:
+        if key == "accuracy" or not isinstance(report.get(key), dict):
+            continue
+        report[key]["meaningful"] = key not in flagged
+        report[key].pop("not_meaningful", None)
+        if key in flagged:
+            report[key]["not_meaningful"] = flagged[key]
+    rest = {k: v for k, v in report.items() if k not in ("schema", "chance")}
+    report.clear()
+    report.update({"schema": SCHEMA, "chance": chance, **rest})

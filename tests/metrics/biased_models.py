@@ -114,6 +114,24 @@ def large(min_area: float = 0.10) -> nn.Module:
     return ColourWindowNet(OBJECT_CORNERS, "all", min_area=min_area)
 
 
+class ConstantNet(nn.Module):
+    """Answers class 0 for every image (a model at chance): logits do not depend on the input."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, k, kernel_size=1)  # for Grad-CAM; multiplied by 0 below
+        self.bias = nn.Parameter(torch.zeros(k))
+        with torch.no_grad():
+            self.bias[0] = 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.0 * self.features(x).mean((2, 3)) + self.bias
+
+
+def constant() -> nn.Module:
+    return ConstantNet()
+
+
 factory = invariant  # `tests/metrics/biased_models.py:factory` for the CLI tests
 
 MODELS = {"invariant": invariant, "center": center, "border": border, "large": large}

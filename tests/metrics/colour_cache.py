@@ -26,14 +26,22 @@ EVAL_SIZE = 96  # nonant cells of 32 px: ForNet's edge feathering (sigma ≤ 4 p
 COLOUR_CLASSES = tuple(f"n{k + 1:08d}" for k in range(N_CLASSES))
 
 
-def make_colour_cache(root: Path, *, per_class: int = PER_CLASS, split: str = "val", seed: int = 0) -> Path:
-    """Write the synthetic colour cache under ``root`` and return it."""
+def make_colour_cache(
+    root: Path,
+    *,
+    per_class: int = PER_CLASS,
+    split: str = "val",
+    seed: int = 0,
+    classes: tuple[str, ...] = COLOUR_CLASSES,
+) -> Path:
+    """Write the synthetic colour cache under ``root`` and return it (``classes``: folder names, sorted,
+    at most 4; class k gets colour k)."""
     rng = np.random.default_rng(seed)
     layout = CacheLayout(root, split)
     writer = CacheWriter(layout)
     ratios: dict[str, float] = {}
     yy, xx = np.mgrid[0:SOURCE_PX, 0:SOURCE_PX]
-    for k, cls in enumerate(COLOUR_CLASSES):
+    for k, cls in enumerate(classes):
         obj = np.array(OBJECT_RGB[k]) * 255.0
         bgc = np.array(BACKGROUND_RGB[k]) * 255.0
         for i in range(per_class):

@@ -301,3 +301,94 @@ def test_swin_end_to_end_own_size_and_channels_last_gradcam(colour_cache: Path) 
     assert r["size"] == 64 and r["gradcam_layer"] == "norm"
     assert "unavailable" not in r["foreground_focus"]["methods"]["gradcam"]
     assert ev.examples is not None and ev.examples.maps["gradcam"].shape == (4, 64, 64)
+
+
+# ---------------------------------------------------------------- chance level, dtypes, class mapping
+
+
+def test_constant_predictor_gets_the_chance_warning_and_no_perfect_headline(colour_cache: Path) -> None:
+    r = evaluate(
+        biased_models.constant(),
+        colour_cache,
+        size=EVAL_SIZE,
+        normalize=None,
+        batch_size=32,
+        methods=("input_x_gradient",),
+        bootstrap=200,
+    )
+    assert r["accuracy"] == 0.25 and r["background_robustness"]["score"] == 1.0  # numbers kept
+    assert r["chance"]["level"] == 0.25 and r["chance"]["n_classes"] == 4
+    assert r["chance"]["majority_share"] == 0.25  # 8 images in each of the 4 classes
+    assert "not clearly above chance" in r["chance"]["warning"]
+    for key in ("background_robustness", "bg_gap", "foreground_focus", "center_bias", "size_bias"):
+        assert r[key]["meaningful"] is False, key
+    assert r["accuracy_at_chance"] is True
+
+
+def test_biased_but_working_models_get_no_chance_warning(biased_reports) -> None:
+    """The center model is at chance in the outer cells and the border model on foreign backgrounds:
+    that is what their scores measure, not a reason to distrust them. The large-object model is at
+    chance in every nonant cell (objects scaled to a cell are below its 10% threshold), so its center
+    bias, and only that, is flagged."""
+    for name, r in biased_reports.items():
+        if name == "large":
+            continue
+        assert r["chance"]["warning"] is None, (name, r["chance"])
+        assert all(r[k]["meaningful"] for k in HEADLINE_KEYS), name
+    large = biased_reports["large"]
+    assert list(large["chance"]["not_meaningful"]) == ["center_bias"]
+    assert large["center_bias"]["meaningful"] is False and large["size_bias"]["meaningful"] is True
+    assert "bg=all" in biased_reports["border"]["chance"]["conditions_at_chance"]
+    assert "nonant=0" in biased_reports["center"]["chance"]["conditions_at_chance"]
+
+
+def test_half_precision_model_gets_inputs_in_its_dtype(colour_cache: Path) -> None:
+    """A bfloat16 model (as loaded for inference on a GPU) used to fail with a dtype mismatch."""
+    model = biased_models.invariant().to(torch.bfloat16)
+    seen: list[torch.dtype] = []
+    model.features.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype))
+    r = evaluate(
+        model,
+        colour_cache,
+        size=EVAL_SIZE,
+        normalize=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # the normalising path, values as the model expects
+        batch_size=16,
+        limit=16,
+        methods=("input_x_gradient", "gradcam"),
+        bootstrap=50,
+    )
+    assert set(seen) == {torch.bfloat16}
+    assert r["accuracy"] > 0.9 and isinstance(r["background_robustness"]["score"], float)
+    assert math.isfinite(r["foreground_focus"]["methods"]["gradcam"]["score"])
+    assert r["conditions"]["bg=orig"]["accuracy"] == r["accuracy"]
+
+
+class ImageNetHead(nn.Module):
+    """A 1000-way model for the mapping checks (its outputs do not matter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 1000, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x).mean((2, 3))
+
+
+def test_wnid_classes_outside_imagenet_1k_are_named_with_a_working_line(tmp_path: Path) -> None:
+    # tench, goldfish: ImageNet-1k classes 0 and 1; dog: a WordNet parent of 118 ImageNet-1k breeds;
+    # n09999999: no synset at all
+    classes = ("n01440764", "n01443537", "n02084071", "n09999999")
+    cache = make_colour_cache(tmp_path / "c", per_class=2, classes=classes)
+    kw = dict(size=EVAL_SIZE, normalize=None, batch_size=8, methods=("input_x_gradient",), bootstrap=20)
+    with pytest.raises(ForcompError) as e:
+        evaluate(ImageNetHead(), cache, **kw)
+    msg = str(e.value)
+    assert "2 of its 4 classes are not ImageNet-1k classes" in msg
+    assert "n02084071 (dog" in msg and "n02085620 Chihuahua = 151" in msg
+    assert "n09999999 (not in the packaged WordNet table)" in msg
+    assert "--class-indices 0,1,?,?" in msg
+    r = evaluate(ImageNetHead(), cache, class_indices=[0, 1, 151, 999], **kw)  # the line, ? filled in
+    assert r["class_indices"] == [0, 1, 151, 999]
+    assert evaluate(
+        ImageNetHead(), make_colour_cache(tmp_path / "ok", per_class=2, classes=classes[:2]), **kw
+    )["class_indices"] == [0, 1]  # all ImageNet-1k: mapped by wnid, no timm needed

@@ -228,3 +228,64 @@ def test_fixed_size_vit_uses_its_own_size_and_rejects_others(
     err = capsys.readouterr().err
     assert err.startswith("forcomp evaluate: error:") and "only accepts 64 px" in err and "--size 64" in err
     assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_constant_predictor_summary_warns_and_flags(colour_cache: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        _quick(colour_cache, tmp_path / "c", f"{MODELS}:constant", "--limit", "32", "--batch-size", "32") == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING ") and "not clearly above chance" in out  # the CLI summary, at the top
+    row = next(line for line in out.splitlines() if line.startswith("Background robustness")).split()
+    assert row[-1] == "1.000*"  # not a bare, ideal-looking 1.000
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert list(report)[1] == "chance" and report["background_robustness"]["meaningful"] is False
+    assert (tmp_path / "c" / "report.md").read_text().splitlines()[2].startswith("> **Warning: model not")
+
+
+def test_compare_plot_only_with_out(colour_cache: Path, tmp_path: Path, capsys) -> None:
+    assert _quick(colour_cache, tmp_path / "a", f"{MODELS}:factory") == 0
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["compare", str(tmp_path / "a")]) == 0
+    assert sorted(tmp_path.rglob("*")) == before  # the table only
+    assert main(["compare", str(tmp_path / "a"), "--out", str(tmp_path / "cmp.png")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"wrote {tmp_path / 'cmp.png'}")
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", str(tmp_path / "a"), "--out", str(tmp_path / "cmp")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_torchvision_training_checkpoint_via_cli(colour_cache: Path, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    import torch
+    from torchvision import models
+
+    torch.manual_seed(0)
+    net = models.squeezenet1_1(num_classes=4)
+    ckpt = {"model": net.state_dict(), "epoch": 3, "args": argparse.Namespace(model="squeezenet1_1", lr=0.1)}
+    ckpt["model_ema"] = {f"module.{k}": v for k, v in net.state_dict().items()}
+    ckpt["model_ema"]["n_averaged"] = torch.tensor(5)
+    torch.save(ckpt, tmp_path / "squeezenet1_1.pth")
+    for key in (None, "model_ema"):
+        out = tmp_path / f"r_{key}"
+        extra = ["--weights", str(tmp_path), *(["--checkpoint-key", key] if key else [])]
+        assert _quick(colour_cache, out, "squeezenet1_1", *extra, size=64) == 0, capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        assert report["model"]["checkpoint_key"] == (key or "model")
+        assert f"checkpoint entry `{key or 'model'}`" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+
+def test_mapping_error_names_classes_and_prints_the_line(tmp_path: Path, capsys) -> None:
+    from colour_cache import make_colour_cache
+
+    cache = make_colour_cache(tmp_path / "c", per_class=2, classes=("n01440764", "n02084071"))
+    f = tmp_path / "m.py"
+    f.write_text(
+        "import torch\n\ndef m():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 1000, 1), "
+        "torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
+    )
+    assert _quick(cache, tmp_path / "o", f"{f}:m") == 2
+    err = capsys.readouterr().err
+    assert "n02084071 (dog" in err and "\n  --class-indices 0,?\n" in err and "Traceback" not in err
