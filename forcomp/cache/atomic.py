@@ -55,12 +55,13 @@ def iter_stale_tmp(tmp_dir: Path) -> Iterator[Path]:
     if not tmp_dir.is_dir():
         return
     host = socket.gethostname()
-    for p in tmp_dir.iterdir():
+    for p in sorted(tmp_dir.iterdir()):  # sorted: the same order on every filesystem
         name = p.name
         if _MARK not in name:
             continue
         try:
-            t_host, t_pid, _ = name.split(_MARK, 1)[1].rsplit(".", 2)
+            # The writer's suffix follows the last mark: the final name (a stem) may contain the mark too.
+            t_host, t_pid, _ = name.rsplit(_MARK, 1)[1].rsplit(".", 2)
             pid = int(t_pid)
         except ValueError:
             continue

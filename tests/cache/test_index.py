@@ -1,22 +1,53 @@
-"""forcomp's index: merging records of several writers, and records of older builds."""
+"""forcomp's index: merging records of several writers, records of older builds, and what a reader
+does with lines a crash or another system left behind."""
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
-from forcomp.cache.index import IndexRecord, IndexWriter, read_index
+import pytest
+
+import forcomp
+from forcomp.cache.index import IndexRecord, IndexWriter, iter_records, read_index
 from forcomp.cache.layout import CacheLayout
 
 
-def _rec(status: str, t: float, source: str = "/data/src/a/x.jpg") -> IndexRecord:
+def _rec(status: str, t: float, source: str = "/data/src/a/x.jpg", key: str = "a/x.JPEG") -> IndexRecord:
+    cls, name = key.split("/")
     return IndexRecord(
-        key="a/x.JPEG",
-        cls="a",
-        stem="x",
+        key=key,
+        cls=cls,
+        stem=name.rsplit(".", 1)[0],
         label=0,
         source=source,
         status=status,
         time=t,  # type: ignore[arg-type]
+    )
+
+
+def _full_record() -> IndexRecord:
+    return IndexRecord(
+        key="café/ü 1.JPEG",
+        cls="café",
+        stem="ü 1",
+        label=3,
+        source="/data/src/café/ü 1.jpg",
+        status="ok",
+        source_size=(640, 480),
+        bbox=(10, 20, 300, 400),
+        ratio=0.25,
+        score=0.9,
+        segmenter="classical",
+        segmenter_weights=None,
+        inpainter="telea",
+        inpainter_weights="weights/x.pt",
+        message=None,
+        time=123.5,
     )
 
 
@@ -34,9 +65,117 @@ def test_newest_record_wins_whatever_its_status(tmp_path):
     assert read_index(layout)["a/x.JPEG"].status == "ok"
 
 
+def test_on_equal_times_the_later_line_wins(tmp_path):
+    """Clocks with coarse ticks (16 ms on Windows) give two attempts of one writer the same time."""
+    layout = CacheLayout(tmp_path, "train")
+    with IndexWriter(layout) as w:
+        w.append([_rec("ok", 5.0)])
+        w.append([_rec("error", 5.0)])
+    assert read_index(layout)["a/x.JPEG"].status == "error"
+
+
 def test_relative_source_of_an_old_build_is_read_back_unchanged(tmp_path):
     layout = CacheLayout(tmp_path, "val")
     with IndexWriter(layout) as w:
         w.append([_rec("ok", 1.0, source="src/a/x.jpg")])
     rec = read_index(layout)["a/x.JPEG"]
     assert rec.source == "src/a/x.jpg" and not Path(rec.source).is_absolute()
+
+
+def test_a_record_reads_back_equal(tmp_path):
+    layout = CacheLayout(tmp_path, "val")
+    rec = _full_record()
+    with IndexWriter(layout) as w:
+        w.append([rec])
+    back = read_index(layout)[rec.key]
+    assert back == rec, "tuples come back as tuples, every field unchanged"
+    assert isinstance(back.bbox, tuple) and isinstance(back.source_size, tuple)
+
+
+def test_blank_and_broken_lines_are_skipped_not_fatal(tmp_path, caplog):
+    """A writer killed mid-line leaves a broken last line; a broken line anywhere (a copied or
+    repaired file) must not hide the records after it."""
+    layout = CacheLayout(tmp_path, "train")
+    layout.index_dir.mkdir(parents=True)
+    path = layout.index_dir / "old.jsonl"
+    lines = [
+        _rec("ok", 1.0, key="a/one.JPEG").to_json(),
+        "",
+        '{"key": "a/two.JPEG", "cls": "a", "stem": "tw',
+        _rec("ok", 1.0, key="a/three.JPEG").to_json(),
+        '["not", "a", "record"]',
+        _rec("ok", 1.0, key="a/four.JPEG").to_json(),
+        '{"key": "a/five.JPEG", "st',
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with caplog.at_level(logging.DEBUG, logger="forcomp.cache.index"):
+        found = [(p, n, r.key) for p, n, r in iter_records(layout)]
+    assert found == [(path, 1, "a/one.JPEG"), (path, 4, "a/three.JPEG"), (path, 6, "a/four.JPEG")]
+    skipped = [r.getMessage() for r in caplog.records if r.name == "forcomp.cache.index"]
+    assert [m.split(" (", 1)[0] for m in skipped] == [
+        f"skipping unreadable index line {path}:{n}" for n in (3, 5, 7)
+    ]
+    assert set(read_index(layout)) == {"a/one.JPEG", "a/three.JPEG", "a/four.JPEG"}
+
+
+def test_non_ascii_names_read_back_under_a_non_utf8_locale(tmp_path):
+    """The index is UTF-8 whatever the locale of the process that reads it (Windows, ``LC_ALL=C``)."""
+    layout = CacheLayout(tmp_path, "val")
+    rec = _full_record()
+    with IndexWriter(layout) as w:
+        w.append([rec])
+    assert read_index(layout)[rec.key] == rec
+    pkg_root = str(Path(forcomp.__file__).resolve().parents[1])  # the forcomp under test, also under mutmut
+    code = (
+        "import sys\nfrom forcomp.cache.index import read_index\n"
+        "from forcomp.cache.layout import CacheLayout\n"
+        "idx = read_index(CacheLayout(sys.argv[1], 'val')); print(ascii(sorted(idx)))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": pkg_root,
+        "PYTHONUTF8": "0",
+        "PYTHONCOERCECLOCALE": "0",
+        "LC_ALL": "C",
+        "LANG": "C",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=pkg_root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ascii([rec.key])
+
+
+def test_index_file_names_say_which_writer_made_them(tmp_path):
+    layout = CacheLayout(tmp_path, "train")
+    assert IndexWriter(layout).path.name.startswith("local.")
+    w = IndexWriter(layout, "shard 2/8:x-y_z")
+    assert w.path.parent == layout.index_dir
+    assert w.path.name.startswith("shard_2_8_x-y_z.") and w.path.name.endswith(".jsonl")
+    assert IndexWriter(layout, "s").path != IndexWriter(layout, "s").path, "two writers never share a file"
+
+
+def test_index_files_are_plain_data_files(tmp_path):
+    layout = CacheLayout(tmp_path, "train")
+    with IndexWriter(layout) as w:
+        w.append([_rec("ok", 1.0)])
+    mode = stat.S_IMODE(os.stat(w.path).st_mode)
+    assert mode & 0o111 == 0, f"index file must not be executable: {oct(mode)}"
+    assert mode & 0o600 == 0o600
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to count descriptors")
+def test_close_releases_the_file_and_a_closed_writer_can_append_again(tmp_path):
+    layout = CacheLayout(tmp_path, "train")
+    before = len(os.listdir("/proc/self/fd"))
+    w = IndexWriter(layout)
+    w.append([])  # nothing to write: no file either
+    assert not w.path.exists()
+    w.append([_rec("ok", 1.0)])
+    w.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    w.close()  # twice is fine
+    w.append([_rec("error", 2.0)])
+    w.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert [r.status for _, _, r in iter_records(layout)] == ["ok", "error"]
