@@ -157,13 +157,30 @@ def run_tests(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- 2. kernel
 
 
-def _kernel_inputs(B: int, device: torch.device, canvas: int) -> tuple[torch.Tensor, ...]:
+def _kernel_inputs(
+    B: int, device: torch.device, canvas: int, *, noise_alpha: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Foregrounds as the cache holds them: textured RGB, a solid elliptic object touching its box,
+    zeros in the padding beyond each valid size. ``noise_alpha``: 20% of alpha pixels transparent
+    at random instead (a stress case for the blend's division by alpha, not real content)."""
     g = torch.Generator().manual_seed(0)
     fg = torch.randint(0, 256, (B, 4, 256, 256), dtype=torch.uint8, generator=g)
-    fg[:, 3] = torch.where(torch.rand(B, 256, 256, generator=g) < 0.8, 255, 0).to(torch.uint8)
     hw = torch.randint(96, 257, (B, 2), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    h, w = hw[:, 0, None, None].float(), hw[:, 1, None, None].float()
+    inside = ((yy + 0.5 - h / 2) / (h / 2)) ** 2 + ((xx + 0.5 - w / 2) / (w / 2)) ** 2 <= 1
+    if noise_alpha:
+        inside = torch.rand(B, 256, 256, generator=g) < 0.8
+    valid = (yy < h) & (xx < w)
+    fg[:, 3] = (inside & valid).to(torch.uint8) * 255
+    fg *= valid[:, None].to(torch.uint8)
     bg = torch.randint(0, 256, (B, 3, canvas, canvas), dtype=torch.uint8, generator=g)
     return fg.to(device), hw.to(device), bg.to(device)
+
+
+def _diff(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Any]:
+    d = (out.int() - ref.int()).abs()
+    return {"max_abs_diff": int(d.max()), "share_pixels_changed": float((d > 0).float().mean())}
 
 
 def _params(hw: torch.Tensor, canvas: int) -> Any:
@@ -242,9 +259,10 @@ def bench_kernel(device: torch.device, quick: bool) -> dict[str, Any]:
                     "compile_s": round(compile_s, 1),
                 }
                 if ref_u8 is not None:
-                    d = (out.int() - ref_u8.int()).abs()
-                    row["max_abs_diff_vs_eager_fp32"] = int(d.max())
-                    row["share_pixels_changed"] = float((d > 0).float().mean())
+                    row["vs_eager_fp32"] = _diff(out, ref_u8)
+                    nfg, nhw, nbg = _kernel_inputs(B, device, canvas, noise_alpha=True)
+                    nref = composite(nfg, nhw, nbg, params, smoothing_radius=radius, method="matrix")[0]
+                    row["vs_eager_fp32_noise_alpha"] = _diff(fn(nfg, nhw, nbg, params)[0], nref)
                 rows[key] = row
             except Exception as e:  # noqa: BLE001
                 rows[key] = {"error": f"{type(e).__name__}: {e}"[:400]}
@@ -320,10 +338,11 @@ def make_data(root: Path, n: int, procs: int) -> tuple[Path, Path]:
     return root / "source", root / "cache"
 
 
-def _drain(batches: Any, device: torch.device) -> tuple[float, int]:
-    """img/s over a loader, not counting its first batch (worker start-up, first decode)."""
+def _drain(batches: Any, device: torch.device, skip: int = 1) -> tuple[float, int]:
+    """img/s over a loader, not counting its first ``skip`` batches (worker start-up, compiling)."""
     it = iter(batches)
-    next(it)
+    for _ in range(skip):
+        next(it)
     _sync(device)
     t0, count = time.perf_counter(), 0
     for batch in it:
@@ -334,53 +353,97 @@ def _drain(batches: Any, device: torch.device) -> tuple[float, int]:
     return count / max(time.perf_counter() - t0, 1e-9), count
 
 
+def _compile_counters() -> int:
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return -1
+
+
 def bench_loader(
     device: torch.device, quick: bool, workers_list: list[int], data: tuple[Path, Path]
 ) -> dict[str, Any]:
-    from torch.utils.data import DataLoader
+    """Steady-state img/s of each loader over ``4 x items`` samples drawn with replacement."""
+    from torch.utils.data import DataLoader, RandomSampler
     from torchvision import datasets
     from torchvision.transforms import v2
 
     from forcomp import ForComp
+    from forcomp.recombine.functional import composite
 
     source, cache = data
     batch = 32 if quick else 256
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    n_items = sum(1 for _ in (cache / "train" / "foregrounds").rglob("*.WEBP"))
+    n_samples = n_items * (1 if quick else 4)
+    skip = 1 if quick else 3  # worker start-up; and the recompile for a second padded shape
     rows: dict[str, Any] = {
         "batch": batch,
-        "items": sum(1 for _ in (cache / "train" / "foregrounds").rglob("*.WEBP")),
+        "items": n_items,
+        "samples_per_run": n_samples,
+        "untimed_batches": skip,
     }
     size = 64 if quick else 224
     tv_tf = v2.Compose(
         [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()]
     )
-    for nw in workers_list:
-        key = f"ImageFolder + RandomResizedCrop + flip, {nw} workers"
+
+    def sampler(ds: Any) -> RandomSampler:
+        return RandomSampler(
+            ds, replacement=True, num_samples=n_samples, generator=torch.Generator().manual_seed(0)
+        )
+
+    def record(key: str, run: Callable[[], tuple[float, int]]) -> None:
+        graphs = _compile_counters()
         try:
+            rate, n = run()
+            rows[key] = {
+                "img_per_s": round(rate),
+                "images_timed": n,
+                "new_graphs": _compile_counters() - graphs,
+            }
+        except Exception as e:  # noqa: BLE001
+            rows[key] = {"error": f"{type(e).__name__}: {e}"[:400], "trace": traceback.format_exc()[-800:]}
+
+    for nw in workers_list:
+
+        def tv_run(nw: int = nw) -> tuple[float, int]:
             ds = datasets.ImageFolder(str(source), transform=tv_tf)
             dl = DataLoader(
-                ds, batch_size=batch, shuffle=True, num_workers=nw, pin_memory=device.type == "cuda",
-                drop_last=False, persistent_workers=False,
-            )  # fmt: skip
+                ds, batch_size=batch, sampler=sampler(ds), num_workers=nw, pin_memory=device.type == "cuda"
+            )
 
-            def tv_batches(dl: DataLoader = dl) -> Any:
+            def batches() -> Any:
                 for x, y in dl:
                     x = x.to(device, non_blocking=True)
-                    yield (x.float() - mean) / std, y.to(device, non_blocking=True)
+                    yield (x.float() / 255 - mean) / std, y.to(device, non_blocking=True)
 
-            rate, n = _drain(tv_batches(), device)
-            rows[key] = {"img_per_s": round(rate), "images_timed": n}
-        except Exception as e:  # noqa: BLE001
-            rows[key] = {"error": f"{type(e).__name__}: {e}"[:400], "trace": traceback.format_exc()[-800:]}
-        key = f"forcomp ForComp.loader (paste + crop/flip + normalise on {device.type}), {nw} workers"
-        try:
-            fc = ForComp(cache, "train", size=size, seed=0)
-            it = fc.loader(batch, num_workers=nw, device=device)
-            rate, n = _drain(((((x - mean / 255) / (std / 255)), y) for x, y, *_ in it), device)
-            rows[key] = {"img_per_s": round(rate), "images_timed": n}
-        except Exception as e:  # noqa: BLE001
-            rows[key] = {"error": f"{type(e).__name__}: {e}"[:400], "trace": traceback.format_exc()[-800:]}
+            return _drain(batches(), device, skip)
+
+        record(f"ImageFolder + RandomResizedCrop + flip, {nw} workers", tv_run)
+        variants = {"default": None} if quick or device.type != "cuda" else {
+            "default": None, "eager": "eager", "compiled dynamic=True": "dynamic"
+        }  # fmt: skip
+        for label, variant in variants.items():
+
+            def fc_run(nw: int = nw, variant: str | None = variant) -> tuple[float, int]:
+                torch._dynamo.reset()  # each row compiles afresh (no shared recompile budget)
+                fc = ForComp(cache, "train", size=size, seed=0)
+                rec = getattr(fc, "_recombine", None)
+                if variant == "eager" and rec is not None:
+                    rec.compile = False
+                elif variant == "dynamic" and rec is not None:
+                    rec._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
+                it = fc.loader(batch, num_workers=nw, device=device, sampler=sampler(fc))
+                return _drain((((x - mean) / std, y) for x, y, *_ in it), device, skip)
+
+            record(
+                f"forcomp loader ({label}), paste + crop/flip + normalise on {device.type}, {nw} workers",
+                fc_run,
+            )
     return rows
 
 
