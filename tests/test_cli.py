@@ -96,6 +96,8 @@ def test_auto_backend_selection(tmp_path, capsys, monkeypatch):
     assert SEGMENTERS.resolve("auto", w).name == "sam"
     (w / "grounding-dino-tiny").mkdir()
     (w / "grounding-dino-tiny" / "config.json").write_text("{}")
+    assert SEGMENTERS.resolve("auto", w).name == "sam", "a config without weights is not a detector"
+    (w / "grounding-dino-tiny" / "model.safetensors").write_bytes(b"x")
     assert SEGMENTERS.resolve("auto", w).name == "grounded-sam"
     # $FORCOMP_WEIGHTS is used when --weights is not given, and `backends` says what auto picks
     monkeypatch.setenv("FORCOMP_WEIGHTS", str(w))

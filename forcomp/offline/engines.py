@@ -37,8 +37,10 @@ def check_weights(config: BuildConfig) -> dict[str, str]:
         spec = reg.resolve(name, wdir)
         if spec.available_weights(wdir) is None:
             want = " or ".join("+".join(str(wdir / p) for p in alt) for alt in spec.weights)
+            problems = spec.weights_problems(wdir)
+            found = f" Found but not usable: {'; '.join(problems)}." if problems else ""
             raise WeightsNotFoundError(
-                f"{stage} {spec.name!r} needs weights that are not in {wdir}: expected {want}. "
+                f"{stage} {spec.name!r} needs weights that are not in {wdir}: expected {want}.{found} "
                 "See weights/README.md for where to get them, or pass --weights DIR."
             )
         names[stage] = spec.name

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from forcomp.errors import ForcompError
+from forcomp.weights import weight_problems
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ class BackendSpec:
         name: the name users pass (``--segmenter sam``).
         factory: ``"module:callable"`` called as ``factory(weights_dir=..., device=..., **options)``.
         weights: alternatives, each a tuple of paths relative to the weights directory that must all
-            exist; empty means no weights are needed.
+            be usable (see :func:`forcomp.weights.weight_problems`: a ``<dir>/config.json`` or
+            ``<dir>/model_index.json`` entry stands for the model directory and its weight files);
+            empty means no weights are needed.
         priority: ``auto`` picks the available backend with the highest priority.
         extra: the pip extra that provides its optional dependencies (``pip install forcomp[extra]``).
         description: one line for ``--help`` and ``forcomp backends``.
@@ -40,13 +43,25 @@ class BackendSpec:
     description: str = ""
 
     def available_weights(self, weights_dir: Path) -> tuple[str, ...] | None:
-        """The first alternative whose files all exist, ``()`` if none are needed, else ``None``."""
+        """The first alternative whose weights are all usable, ``()`` if none are needed, else ``None``."""
         if not self.weights:
             return ()
         for alt in self.weights:
-            if all((weights_dir / p).exists() for p in alt):
+            if not any(weight_problems(weights_dir, p) for p in alt):
                 return alt
         return None
+
+    def weights_problems(self, weights_dir: Path) -> list[str]:
+        """Why no alternative is usable, for alternatives that are partly there (empty: none started).
+
+        An alternative counts as started when any of its paths exists (a clone without git-lfs, a
+        folder without its weights): those are the problems a user wants named.
+        """
+        out: list[str] = []
+        for alt in self.weights:
+            if any((weights_dir / p).exists() for p in alt):
+                out += [q for p in alt for q in weight_problems(weights_dir, p) if q not in out]
+        return out
 
 
 class Registry:
@@ -75,6 +90,18 @@ class Registry:
         if name == "auto":
             ready = [s for s in specs.values() if s.available_weights(weights_dir) is not None]
             best = max(ready, key=lambda s: s.priority)
+            for s in specs.values():
+                if (
+                    s.priority > best.priority
+                    and s not in ready
+                    and (problems := s.weights_problems(weights_dir))
+                ):
+                    log.warning(
+                        "auto %s: skipped %r, its weights are not usable: %s",
+                        self.stage,
+                        s.name,
+                        "; ".join(problems),
+                    )
             log.info("auto %s: chose %r (weights dir %s)", self.stage, best.name, weights_dir)
             return best
         if name not in specs:

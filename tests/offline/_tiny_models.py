@@ -4,18 +4,18 @@ Nothing here downloads anything: SAM is segment-anything's own ``_build_sam`` wi
 encoder, the detectors are transformers' real classes with tiny configs and a character-level
 tokenizer, the diffusion pipeline is diffusers' Stable Diffusion inpainting pipeline built from
 tiny components (as diffusers' own fast tests do), and LaMa is a tiny TorchScript module with
-big-lama's call signature that fills holes with a known colour.
+big-lama's call signature: either painting holes with a known colour (proof that it ran) or
+filling them from their known context (:class:`DiffusionLama`, for what a real inpainter copies).
+The tiny SAM has a global-attention block like the real encoders (a 64×64-token attention map).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 LAMA_FILL = (1.0, 0.0, 1.0)  # the tiny LaMa paints holes magenta: proof that it ran
 
@@ -191,6 +191,35 @@ def make_lama(path: Path) -> Path:
     return path
 
 
+class DiffusionLama(nn.Module):
+    """big-lama's call signature; fills the hole from its known context like an inpainter does.
+
+    Iterated masked mean diffusion: each step, every unknown pixel next to a known one takes the
+    mean of its known 3×3 neighbours and becomes known. Whatever the mask marks as known (padding
+    included) flows into the hole, so a leak of object colour into the fill is measurable.
+    """
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        known = (mask < 0.5).to(image.dtype)
+        x = image * known
+        w = known
+        for _ in range(image.shape[2] + image.shape[3]):
+            if bool((w > 0).all()):
+                break
+            num = F.avg_pool2d(x * w, 3, 1, 1)
+            den = F.avg_pool2d(w, 3, 1, 1)
+            grow = (den > 0) & (w == 0)
+            x = torch.where(grow, num / den.clamp_min(1e-12), x)
+            w = torch.where(grow, torch.ones_like(w), w)
+        return image * known + x * (1 - known)
+
+
+def make_diffusion_lama(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(torch.jit.script(DiffusionLama().eval()), str(path))
+    return path
+
+
 def make_sd_inpaint(path: Path) -> Path:
     """A tiny Stable Diffusion inpainting pipeline (9-channel UNet), via save_pretrained (safetensors)."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
@@ -254,8 +283,8 @@ LAMA_FILE = "big-lama.pt"
 SD_DIR = "stable-diffusion-2-inpainting"
 
 BUILDERS = {
-    # windowed attention only: the same code path as the real encoders' windowed blocks, 4x faster
-    SAM_FILE: lambda p: make_sam(p, global_attn=()),
+    # one windowed and one global-attention block, as the real encoders interleave them
+    SAM_FILE: lambda p: make_sam(p, global_attn=(1,)),
     GDINO_DIR: make_grounding_dino,
     OWL_DIR: make_owlv2,
     LAMA_FILE: make_lama,

@@ -107,8 +107,9 @@ def test_diffusers_directory_with_poisoned_weights(tmp_path_factory, tmp_path):
         f.unlink()
     marker = tmp_path / "marker"
     _poison(unet / "diffusion_pytorch_model.bin", marker, fmt="torch")
+    # refused before loading: forcomp reads safetensors only, and says which component lacks them
     with pytest.raises(
-        ForcompError, match=r"cannot load the inpainting pipeline from .*stable-diffusion-2-inpainting"
+        ForcompError, match=r"stable-diffusion-2-inpainting/unet has no \.safetensors weights"
     ):
         build_sd_inpainter(weights_dir=w, device="cpu")
     assert not marker.exists()

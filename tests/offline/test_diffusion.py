@@ -100,6 +100,12 @@ def test_broken_pipeline_dir_names_it(tmp_path):
         )
     )
     with pytest.raises(
+        ForcompError, match=r"stable-diffusion-2-inpainting/unet is missing \(component 'unet'"
+    ):
+        build_sd_inpainter(weights_dir=tmp_path, device="cpu")
+    # components present (weights checked elsewhere) but not a loadable pipeline: the loader names the dir
+    (d / "unet").mkdir()
+    with pytest.raises(
         ForcompError, match=r"cannot load the inpainting pipeline from .*stable-diffusion-2-inpainting"
     ):
         build_sd_inpainter(weights_dir=tmp_path, device="cpu")

@@ -136,6 +136,7 @@ def test_wrong_detector_directory(tmp_path_factory, tmp_path):
     bad = w / "grounding-dino-tiny"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (bad / "model.safetensors").write_bytes(b"\0" * 64)  # weights present: the model type is the problem
     with pytest.raises(ForcompError, match=r"grounding-dino-tiny holds a 'bert' model"):
         build_grounded_segmenter(weights_dir=w, device="cpu")
 
@@ -204,3 +205,87 @@ def test_packaged_wordnet_is_reproducible(tmp_path):
     spec.loader.exec_module(mod)
     assert mod.main(["--out", str(tmp_path / "wn.json")]) == 0
     assert json.loads((tmp_path / "wn.json").read_text()) == wordnet_data()
+
+
+# ----------------------------------------------------------------------------- OWLv2 decoding (issue 13)
+
+
+def _squashing_post_process(self, outputs, threshold=0.1, target_sizes=None):
+    """transformers' OWLv2 post-processing before its May 2024 fix: boxes scaled by (h, w)."""
+    logits, boxes = outputs.logits, outputs.pred_boxes
+    best = torch.max(logits, dim=-1)
+    scores, labels = torch.sigmoid(best.values), best.indices
+    cx, cy, bw, bh = boxes.unbind(-1)
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+    out = []
+    for b, (h, w) in enumerate(target_sizes):
+        keep = scores[b] > threshold
+        bx = boxes[b] * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        out.append({"scores": scores[b][keep], "labels": labels[b][keep], "boxes": bx[keep]})
+    return out
+
+
+def test_owlv2_boxes_scaled_by_padded_square_and_real_queries(tmp_path_factory, tmp_path, monkeypatch):
+    """Known boxes on non-square images come back in pixels whatever transformers' post-processing
+    does, and a box whose best query is the processor's padding takes its best real query."""
+    from types import SimpleNamespace
+
+    from forcomp.offline.segmenters.grounded import ZeroShotDetector
+
+    w = weights_with(tmp_path_factory, tmp_path / "w", OWL_DIR)
+    det = ZeroShotDetector(w / OWL_DIR, torch.device("cpu"))
+    assert det.kind == "owlv2"
+    monkeypatch.setattr(
+        type(det.processor.image_processor), "post_process_object_detection", _squashing_post_process
+    )
+    # image 0: 50 x 100 (landscape), image 1: 100 x 40 (portrait); true boxes XYXY in pixels
+    images = [np.full((50, 100, 3), 128, np.uint8), np.full((100, 40, 3), 128, np.uint8)]
+    truth = [(20.0, 10.0, 60.0, 40.0), (5.0, 30.0, 35.0, 80.0)]
+    prompts = [["tench", "fish", "animal"], ["dog"]]
+    real_model = det.model
+
+    def model_with_known_boxes(**inputs):
+        out = real_model(**inputs)
+        B, P, Q = out.logits.shape
+        assert Q == 3, "queries are padded to the longest prompt list"
+        logits = torch.full((B, P, Q), -10.0)
+        pred = torch.tensor([0.5, 0.5, 0.01, 0.01]).repeat(B, P, 1)
+        for b, (x0, y0, x1, y1) in enumerate(truth):
+            side = max(images[b].shape[:2])  # OWLv2 pads to a square: boxes are relative to it
+            pred[b, 0] = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]) / side
+        logits[0, 0, 1] = 3.0  # image 0: "fish"
+        logits[1, 0, 0] = 2.0  # image 1: "dog" ...
+        logits[1, 0, 2] = 8.0  # ... but its best match is the padding query " "
+        return SimpleNamespace(logits=logits, pred_boxes=pred)
+
+    monkeypatch.setattr(det, "model", model_with_known_boxes)
+    dets = det.detect(images, prompts)
+    for d, box in zip(dets, truth, strict=True):
+        assert len(d.boxes) == 1
+        np.testing.assert_allclose(d.boxes[0], box, atol=1e-3)
+    assert dets[0].labels.tolist() == [1] and dets[0].scores[0] == pytest.approx(1 / (1 + np.exp(-3.0)))
+    assert dets[1].labels.tolist() == [0] and dets[1].scores[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+def test_box_threshold_defaults_per_detector(tmp_path_factory, tmp_path):
+    w = weights_with(tmp_path_factory, tmp_path / "w", GDINO_DIR, OWL_DIR, SAM_FILE)
+    gd = build_grounded_segmenter(weights_dir=w, device="cpu", detector=GDINO_DIR)
+    owl = build_grounded_segmenter(weights_dir=w, device="cpu", detector=OWL_DIR)
+    assert (gd.detector.box_threshold, owl.detector.box_threshold) == (0.3, 0.1)
+    set_ = build_grounded_segmenter(weights_dir=w, device="cpu", detector=OWL_DIR, box_threshold=0.25)
+    assert set_.detector.box_threshold == 0.25
+
+
+def test_loading_leaves_the_process_environment_alone(tmp_path_factory, tmp_path, monkeypatch):
+    """Local directories load with local_files_only; HF_HUB_OFFLINE is not set behind the user's back."""
+    import os
+
+    from forcomp.offline.inpainters.diffusion import build_sd_inpainter
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    w = weights_with(tmp_path_factory, tmp_path / "w", GDINO_DIR, SAM_FILE, SD_DIR)
+    before = dict(os.environ)
+    build_grounded_segmenter(weights_dir=w, device="cpu")
+    build_sd_inpainter(weights_dir=w, device="cpu")
+    assert dict(os.environ) == before

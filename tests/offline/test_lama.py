@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_models import LAMA_FILE, make_lama  # noqa: E402
+from _tiny_models import LAMA_FILE, make_diffusion_lama, make_lama  # noqa: E402
 
 from forcomp.errors import ForcompError, WeightsNotFoundError  # noqa: E402
 from forcomp.offline.inpainters import INPAINTERS  # noqa: E402
@@ -122,3 +122,92 @@ def test_bad_options(lama_dir):
         build_lama_inpainter(weights_dir=lama_dir, device="cpu", max_batch=0)
     with pytest.raises(ValueError, match="checkpoint"):
         build_lama_inpainter(weights_dir=lama_dir, device="cpu", checkpoint="../big-lama.pt")
+
+
+# ----------------------------------------------------------------------------- issue 13 defects
+
+
+def _edge_object_scene(h: int, w: int, obj_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Green ground with a red object on the bottom edge; the mask is the object."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[...] = (40, 160, 60)
+    m = np.zeros((h, w), bool)
+    m[h - obj_rows :, w // 4 : 3 * w // 4] = True
+    img[m] = (230, 20, 20)
+    return img, m
+
+
+def test_object_does_not_leak_through_padding(tmp_path):
+    """A hole on the bottom edge of an image padded to its batch's height must be filled from the
+    background only: the reflected padding holds the mirrored object and must count as hole too."""
+    make_diffusion_lama(tmp_path / LAMA_FILE)
+    inp = build_lama_inpainter(weights_dir=tmp_path, device="cpu", max_batch=2)
+    small, small_mask = _edge_object_scene(40, 64, 12)
+    tall, tall_mask = _edge_object_scene(56, 64, 4)
+    # 40x64 and 56x64 group together (86 % of the padded area is image): 16 mirrored rows
+    assert group_by_size([(40, 64), (56, 64)], max_waste=0.25, max_batch=2) == [[0, 1]]
+    out = inp.inpaint([small, tall], [small_mask, tall_mask])
+    fill = out[0][small_mask].astype(float)
+    alone = inp.inpaint([small], [small_mask])[0][small_mask].astype(float)
+    # the fill is background green, as when the image runs alone (no padding rows below it)
+    assert fill[:, 0].max() < 60, f"red of the object leaked into its fill (max R {fill[:, 0].max()})"
+    assert np.abs(fill - alone).max() <= 2
+    assert np.abs(fill.mean(0) - (40, 160, 60)).max() < 3
+
+
+class _FixedShape(nn.Module):
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # a constant baked in at export time for batch 1 at 16x16, as a traced export can hold
+        return image * (1 - mask) + torch.full((1, 3, 16, 16), 0.5) * mask
+
+
+def test_probe_rejects_a_fixed_shape_export(tmp_path):
+    ex = (torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16))
+    torch.jit.save(torch.jit.trace(_FixedShape(), ex), str(tmp_path / LAMA_FILE))
+    with pytest.raises(
+        ForcompError, match=r"does not behave like LaMa: .*\(2, 3, 24, 40\).*fixed input shapes"
+    ):
+        build_lama_inpainter(weights_dir=tmp_path, device="cpu")
+
+
+def _jit_flags() -> tuple[bool, bool]:
+    prof = torch._C._jit_set_profiling_executor(True)
+    torch._C._jit_set_profiling_executor(prof)  # read without changing it
+    return prof, torch._C._get_graph_executor_optimize()
+
+
+@pytest.mark.parametrize("initial", [(True, True), (False, True), (True, False)])
+def test_plain_jit_execution_is_scoped(tmp_path, monkeypatch, initial):
+    """The model runs with the profiling executor and graph optimisation off; both are restored."""
+    make_diffusion_lama(tmp_path / LAMA_FILE)
+    old = _jit_flags()
+    try:
+        torch._C._jit_set_profiling_executor(initial[0])
+        torch._C._set_graph_executor_optimize(initial[1])
+        inp = build_lama_inpainter(weights_dir=tmp_path, device="cpu", max_batch=4)
+        assert _jit_flags() == initial, "loading restores the flags"
+        seen: list[tuple[bool, bool]] = []
+        model = inp.model
+
+        def spy(image, mask):
+            seen.append(_jit_flags())
+            return model(image, mask)
+
+        monkeypatch.setattr(inp, "model", spy)
+        imgs, masks = _batch()
+        out = inp.inpaint(imgs, masks)
+        assert seen and all(s == (False, False) for s in seen)
+        assert _jit_flags() == initial, "the process-wide flags are restored after the call"
+        for im, m, o in zip(imgs, masks, out, strict=True):
+            assert np.array_equal(o[~m], im[~m]) and not np.array_equal(o[m], im[m])
+
+        def boom(image, mask):
+            raise RuntimeError("model failed")
+
+        monkeypatch.setattr(inp, "model", boom)
+        with pytest.raises(RuntimeError, match="model failed"):
+            inp.inpaint(imgs, masks)
+        assert _jit_flags() == initial, "restored on error too"
+    finally:
+        torch._C._jit_set_profiling_executor(old[0])
+        torch._C._set_graph_executor_optimize(old[1])

@@ -199,3 +199,111 @@ def test_full_build_sam_lama(tmp_path_factory, tmp_path):
         alpha = np.asarray(fg)[..., 3] > 0
         core = bg[y0:y1, x0:x1][alpha]
         assert (np.abs(core - [255, 0, 255]).sum(-1) < 90).mean() > 0.5
+
+
+# ----------------------------------------------------------------------------- encoder batch vs memory
+
+
+@pytest.fixture
+def global_sam(tmp_path) -> Path:
+    """A tiny SAM whose second block attends globally over the 64×64 tokens, as ViT-B/L/H do."""
+    return make_sam(tmp_path / SAM_FILE, depth=2, embed_dim=32, heads=2, global_attn=(1,))
+
+
+def test_encoder_batch_follows_free_memory(global_sam, monkeypatch):
+    from forcomp.offline.segmenters import sam as sam_mod
+
+    with torch.device("meta"):
+        from segment_anything import sam_model_registry
+
+        vit_h = sam_model_registry["vit_h"]().image_encoder
+    # a global block's attention maps dominate: 3 maps of heads x 4096 x 4096 per image
+    assert sam_mod.encoder_bytes_per_image(vit_h, dtype_bytes=2) >= 3 * 16 * 4096**2 * 2
+    assert sam_mod.encoder_bytes_per_image(vit_h, dtype_bytes=4) > 3 * 2**30
+    enc = sam_mod.load_sam(global_sam).image_encoder
+    per_image = sam_mod.encoder_bytes_per_image(enc, dtype_bytes=4)
+    assert per_image >= 3 * 2 * 4096**2 * 4, "the tiny model's global block is counted"
+    queried: list[torch.device] = []
+    for images_that_fit, expected in ((3, 3), (0, 1), (100, 16)):
+        free = int((images_that_fit * per_image + per_image // 2) / 0.6)
+
+        def fake_free(device, free=free):
+            queried.append(device)
+            return free
+
+        monkeypatch.setattr(sam_mod, "free_memory_bytes", fake_free)
+        seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu")
+        assert seg.predictor.encoder_batch_size == expected
+    # the encoder then sees batches of the chosen size (last one: 3 images fit, 4 to encode)
+    monkeypatch.setattr(sam_mod, "free_memory_bytes", lambda device: int(3.5 * per_image / 0.6))
+    seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu")
+    calls: list[int] = []
+    seg.predictor.model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    seg.predictor.embed(_images() + _images()[:1])
+    assert calls == [3, 1]
+    assert queried and all(d.type == "cpu" for d in queried)
+    # an explicit batch is kept; no query then
+    queried.clear()
+    monkeypatch.setattr(sam_mod, "free_memory_bytes", lambda device: queried.append(device))
+    seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu", encoder_batch_size=5)
+    assert seg.predictor.encoder_batch_size == 5 and not queried
+    with pytest.raises(ValueError, match="encoder_batch_size"):
+        build_sam_segmenter(weights_dir=global_sam.parent, device="cpu", encoder_batch_size=0)
+
+
+def test_out_of_memory_batch_is_split_and_retried(global_sam, monkeypatch):
+    imgs = _images()  # 3 images
+    ref = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu", encoder_batch_size=1)
+    want_emb = ref.predictor.embed(imgs)
+    want = ref.segment(imgs, ["x"] * 3)
+
+    seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu", encoder_batch_size=3)
+    enc = seg.predictor.model.image_encoder
+    real_forward = enc.forward
+    seen: list[int] = []
+
+    def forward_with_limit(x):
+        seen.append(x.shape[0])
+        if x.shape[0] > 1:  # the device holds one image at a time
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real_forward(x)
+
+    monkeypatch.setattr(enc, "forward", forward_with_limit)
+    emb = seg.predictor.embed(imgs)
+    assert seen == [3, 1, 2, 1, 1], "3 fails, halves 1 + 2, and the 2 again as 1 + 1"
+    torch.testing.assert_close(emb, want_emb, rtol=1e-5, atol=1e-5)
+    assert seg.predictor.encoder_batch_size == 1, "later batches use the size that fitted"
+    seen.clear()
+    got = seg.segment(imgs, ["x"] * 3)
+    assert seen == [1] * 3
+    for g, w in zip(got, want, strict=True):
+        assert [c.label for c in g] == [c.label for c in w]
+        assert all(np.array_equal(a.mask, b.mask) for a, b in zip(g, w, strict=True))
+
+    # a CPU allocator failure counts as out of memory too; a single image that does not fit, or
+    # another error, is raised
+    def cpu_oom(x):
+        if x.shape[0] > 1:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+            )
+        return real_forward(x)
+
+    seg.predictor.encoder_batch_size = 2
+    monkeypatch.setattr(enc, "forward", cpu_oom)
+    torch.testing.assert_close(seg.predictor.embed(imgs[:2]), want_emb[:2], rtol=1e-5, atol=1e-5)
+
+    def always_oom(x):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(enc, "forward", always_oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        seg.predictor.embed(imgs[:2])
+
+    def other_error(x):
+        raise RuntimeError("shape mismatch")
+
+    seg.predictor.encoder_batch_size = 2
+    monkeypatch.setattr(enc, "forward", other_error)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        seg.predictor.embed(imgs[:2])

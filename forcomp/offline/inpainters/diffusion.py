@@ -9,14 +9,14 @@ and the fill is resized back; only the hole is replaced. fp16 on CUDA, fp32 on C
 
 Weights: a ``save_pretrained`` directory (``model_index.json`` and one folder per component) with
 safetensors weights, loaded with ``local_files_only=True``, ``use_safetensors=True`` and
-``trust_remote_code=False``: no pickle is unpickled and no code from the directory runs.
+``trust_remote_code=False``: no pickle is unpickled, no code from the directory runs, and no hub
+is reached (without touching ``HF_HUB_OFFLINE`` or other process-wide settings).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,7 +190,6 @@ def find_pipeline_dir(weights_dir: Path, pipeline: str = "auto") -> Path:
 
 def load_pipeline(path: Path, device: torch.device, dtype: Any) -> Any:
     """``AutoPipelineForInpainting.from_pretrained`` on a local directory: safetensors, no remote code."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from diffusers import AutoPipelineForInpainting
     except ImportError as e:  # pragma: no cover - depends on the environment

@@ -4,7 +4,13 @@ The model is called as ``model(image, mask)`` with ``image`` ``(B, 3, H, W)`` fl
 ``mask`` ``(B, 1, H, W)`` float in {0, 1} (1 = fill), H and W multiples of 8, and returns
 ``(B, 3, H, W)`` in [0, 1]. Images of one batch are grouped by size: each group is padded
 (reflection) to its largest member, so most ImageNet images (500×375 or 375×500) run in a few
-forward passes per batch.
+forward passes per batch. The mask is padded exactly as its image (as upstream LaMa and IOPaint
+pad both): a hole touching the bottom or right edge is mirrored into the padding *as hole*, so the
+mirrored object is never offered to the model as known context next to the hole.
+
+The TorchScript graph executor re-profiles and re-optimises the graph for every new input shape
+(size grouping makes many); forcomp calls the model with the profiling executor and graph
+optimisation off (:func:`plain_jit_execution`, as IOPaint runs big-lama), restored afterwards.
 
 Safety: TorchScript is code, not just tensors, and ``torch.jit.load`` cannot be sandboxed the way
 ``torch.load(weights_only=True)`` is. It runs TorchScript operators only (no arbitrary Python and no
@@ -15,8 +21,9 @@ and checks its call signature on a tiny probe before any work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +56,27 @@ SPECS = [
         description="LaMa (TorchScript big-lama.pt), the ForAug inpainter",
     ),
 ]
+
+
+@contextlib.contextmanager
+def plain_jit_execution() -> Iterator[None]:
+    """TorchScript calls inside run without the profiling executor and graph optimisation.
+
+    Both are process-wide flags of torch's JIT; they are restored on exit (also on error), so code
+    outside (another TorchScript model, ``torch.jit`` users) keeps its own settings. Not thread-safe
+    with respect to other threads running TorchScript at the same time (torch offers no per-call
+    switch); forcomp's build runs its models from one thread per process.
+    """
+    import torch
+
+    prev_profiling = torch._C._jit_set_profiling_executor(False)  # returns the previous setting
+    prev_optimize = torch._C._get_graph_executor_optimize()
+    torch._C._set_graph_executor_optimize(False)
+    try:
+        yield
+    finally:
+        torch._C._set_graph_executor_optimize(prev_optimize)
+        torch._C._jit_set_profiling_executor(prev_profiling)
 
 
 def _ceil_to(x: int, mod: int) -> int:
@@ -129,11 +157,12 @@ class LamaInpainter:
                 / 255
             )
             mk = torch.from_numpy(np.require(m, requirements=["C", "W"])).to(self.device)[None].float()
-            # Reflection needs pad < size; replicate covers tiny images.
+            # Reflection needs pad < size; replicate covers tiny images. The mask is padded the same
+            # way: a zero-padded mask would present the mirrored object as known context.
             mode = "reflect" if H - h < h and W - w < w else "replicate"
             xs.append(F.pad(x[None], (0, W - w, 0, H - h), mode=mode)[0])
-            ms.append(F.pad(mk[None], (0, W - w, 0, H - h), mode="constant", value=0.0)[0])
-        with torch.inference_mode():
+            ms.append(F.pad(mk[None], (0, W - w, 0, H - h), mode=mode)[0])
+        with torch.inference_mode(), plain_jit_execution():
             out = self.model(torch.stack(xs), torch.stack(ms))
         if not isinstance(out, torch.Tensor) or out.shape != (len(images), 3, H, W):
             raise ForcompError(
@@ -180,8 +209,16 @@ class LamaInpainter:
         return out
 
 
+PROBE_SHAPE = (2, 24, 40)  # batch 2, non-square: a model traced at fixed shapes fails here, not mid-build
+
+
 def load_lama(path: Path, device: torch.device, *, probe: bool = True) -> Any:
-    """``torch.jit.load`` the file onto ``device``; with ``probe``, check the call signature on 1×16×16."""
+    """``torch.jit.load`` the file onto ``device``; with ``probe``, check the call signature.
+
+    The probe calls the model on a batch of 2 non-square images (:data:`PROBE_SHAPE`), so a file
+    exported by tracing at one fixed shape (batch 1, square) fails at load time with a message
+    rather than on the first odd-sized batch hours into a build.
+    """
     import torch
 
     try:
@@ -194,21 +231,25 @@ def load_lama(path: Path, device: torch.device, *, probe: bool = True) -> Any:
         ) from e
     model.eval()
     if probe:
+        b, h, w = PROBE_SHAPE
+        expect = (b, 3, h, w)
         try:
-            with torch.inference_mode():
-                out = model(
-                    torch.zeros(1, 3, 16, 16, device=device), torch.zeros(1, 1, 16, 16, device=device)
-                )
-            ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (1, 3, 16, 16)
+            with torch.inference_mode(), plain_jit_execution():
+                mask = torch.zeros(b, 1, h, w, device=device)
+                mask[:, :, h // 4 : h // 2, w // 4 : w // 2] = 1
+                out = model(torch.full((b, 3, h, w), 0.5, device=device), mask)
+            ok = isinstance(out, torch.Tensor) and tuple(out.shape) == expect
         except Exception as e:
             raise ForcompError(
-                f"{path} does not behave like LaMa: calling it as model(image (1,3,16,16), mask (1,1,16,16)) "
-                f"failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                f"{path} does not behave like LaMa: calling it as model(image {(b, 3, h, w)}, "
+                f"mask {(b, 1, h, w)}) failed (a model exported with fixed input shapes cannot run "
+                f"forcomp's batches): "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
             ) from e
         if not ok:
             raise ForcompError(
                 f"{path} does not behave like LaMa: model(image, mask) returned "
-                f"{getattr(out, 'shape', type(out).__name__)}, expected (1, 3, 16, 16)"
+                f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}, expected {expect}"
             )
     return model
 

@@ -6,7 +6,13 @@ How it works, per batch:
    :func:`class_prompts`), e.g. ``n01440764`` → ``tench``, ``cyprinid``, ``cypriniform fish``.
 2. Detection: a transformers zero-shot detector from a local directory under ``weights/``
    (Grounding DINO or OWLv2) sees the whole batch, each image with its own prompts. Boxes scoring
-   above ``box_threshold`` are kept, per-prompt non-maximum suppression removes duplicates.
+   above ``box_threshold`` are kept (per detector by default: 0.3 for Grounding DINO, 0.1 for
+   OWLv2, whose scores run lower; its processor's own default), per-prompt non-maximum
+   suppression removes duplicates. OWLv2's boxes are decoded here, not by the installed
+   transformers' post-processing: OWLv2 sees the image padded to a square (bottom/right), so its
+   relative boxes are scaled by the square's side (transformers before May 2024 scaled by height
+   and width and squashed boxes of non-square images), and each box takes its best *real* query
+   (the processor pads shorter prompt lists with ``" "`` queries that the model does not mask).
 3. Segmentation: SAM (the same checkpoints as the ``sam`` backend) encodes the batch once and
    turns every box into a mask (best of SAM's three by predicted IoU, cleaned as in ``sam``).
 4. Candidates: masks of the same prompt are merged (union), candidates overlapping by more than
@@ -16,7 +22,8 @@ How it works, per batch:
 
 Weights: ``weights/<detector dir>/`` as written by ``save_pretrained`` (``config.json``,
 ``model.safetensors``, processor and tokenizer files), loaded with ``local_files_only=True`` and
-``trust_remote_code=False``, never from a hub; plus one SAM checkpoint.
+``trust_remote_code=False``, never from a hub (forcomp does not touch ``HF_HUB_OFFLINE`` or other
+process-wide settings); plus one SAM checkpoint.
 """
 
 from __future__ import annotations
@@ -161,10 +168,8 @@ class Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
-def _offline() -> None:
-    # Never reach a model hub: forcomp loads local directories only.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+BOX_THRESHOLDS = {"grounding-dino": 0.3, "owlv2": 0.1}
+"""Default minimum box score per detector kind (OWLv2's processor defaults to 0.1; its scores run lower)."""
 
 
 class ZeroShotDetector:
@@ -174,7 +179,7 @@ class ZeroShotDetector:
         path: the directory (``save_pretrained`` layout).
         device: where it runs.
         batch_size: images per forward pass.
-        box_threshold: minimum box score.
+        box_threshold: minimum box score; None: the detector kind's default (:data:`BOX_THRESHOLDS`).
         nms_iou: per-prompt non-maximum suppression threshold.
         max_detections: boxes kept per image, best first.
     """
@@ -185,17 +190,16 @@ class ZeroShotDetector:
         device: torch.device,
         *,
         batch_size: int = 8,
-        box_threshold: float = 0.3,
+        box_threshold: float | None = None,
         nms_iou: float = 0.5,
         max_detections: int = 10,
     ) -> None:
-        if not 0 <= box_threshold < 1:
+        if box_threshold is not None and not 0 <= box_threshold < 1:
             raise ValueError(f"box_threshold must be in [0, 1), got {box_threshold}")
         if batch_size < 1 or max_detections < 1:
             raise ValueError(
                 f"batch_size and max_detections must be >= 1, got {batch_size}, {max_detections}"
             )
-        _offline()
         try:
             from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
         except ImportError as e:  # pragma: no cover - depends on the environment
@@ -225,7 +229,7 @@ class ZeroShotDetector:
         self.device = device
         self.path = path
         self.batch_size = batch_size
-        self.box_threshold = box_threshold
+        self.box_threshold = BOX_THRESHOLDS[self.kind] if box_threshold is None else box_threshold
         self.nms_iou = nms_iou
         self.max_detections = max_detections
 
@@ -312,15 +316,16 @@ class ZeroShotDetector:
         inputs = inputs.to(self.device)
         with torch.inference_mode():
             outputs = self.model(**inputs)
-        sizes = [im.shape[:2] for im in images]
-        post = self.processor.image_processor.post_process_object_detection(
-            outputs=outputs, threshold=0.0, target_sizes=sizes
-        )
+        logits = outputs.logits.float()  # (B, patches, queries): queries padded to the longest list
+        cxcywh = outputs.pred_boxes.float()  # relative to the image padded to a square (bottom/right)
         results = []
-        for b, r in enumerate(post):
-            labels = r["labels"]
-            valid = labels < len(prompts[b])  # the processor pads shorter prompt lists with " "
-            results.append(self._finish(r["boxes"][valid], r["scores"][valid], labels[valid], sizes[b]))
+        for b, im in enumerate(images):
+            best, labels = logits[b, :, : len(prompts[b])].max(-1)  # real queries only
+            h, w = im.shape[:2]
+            side = float(max(h, w))
+            cx, cy, bw, bh = cxcywh[b].unbind(-1)
+            boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * side
+            results.append(self._finish(boxes, best.sigmoid(), labels, (h, w)))
         return results
 
 
@@ -438,11 +443,11 @@ def build_grounded_segmenter(
     device: str | None = None,
     detector: str = "auto",
     sam: str = "auto",
-    box_threshold: float = 0.3,
+    box_threshold: float | None = None,
     nms_iou: float = 0.5,
     max_detections: int = 10,
     detector_batch_size: int = 8,
-    encoder_batch_size: int = 8,
+    encoder_batch_size: int | Literal["auto"] = "auto",
     amp: bool = True,
     parents: int = 2,
     class_names: str | os.PathLike[str] | Mapping[str, Sequence[str]] | None = None,
@@ -458,6 +463,8 @@ def build_grounded_segmenter(
         device: ``cpu``/``cuda``; None picks CUDA when available.
         detector: ``auto`` or a directory name under ``weights/``.
         sam: ``auto`` (largest present), ``vit_h``/``vit_l``/``vit_b`` or a file name.
+        box_threshold: minimum detector score; None: per detector (:data:`BOX_THRESHOLDS`).
+        encoder_batch_size: SAM image-encoder batch, ``"auto"``: from free memory (see ``sam``).
         class_names: a ``{class: [name, parent...]}`` mapping or a file (see :func:`read_class_names`).
         sam_options: clean-up settings for SAM (``min_region_ratio``, ``keep_frac``, ``max_area_ratio``...).
     """

@@ -1,8 +1,12 @@
 """Segment-anything (SAM) segmenter: box prompts in, cleaned object masks out.
 
 How it works, per batch:
-1. The image encoder sees the whole batch at once (resized to 1024 on the long side on the model's
-   device, normalised, padded; bf16 autocast on CUDA).
+1. The image encoder sees the batch in chunks (resized to 1024 on the long side on the model's
+   device, normalised, padded; bf16 autocast on CUDA). The chunk size follows from the device's
+   free memory (:func:`auto_encoder_batch`): the real ViT-B/L/H encoders have global-attention
+   blocks whose attention maps are heads × 4096 × 4096 per image (≈1–3 GiB for ViT-H), so a fixed
+   batch that fits a test model can exhaust a GPU or a host. A chunk that still runs out of memory
+   is split in halves and retried, and later chunks use the smaller size.
 2. Each image is prompted with boxes: a detector's boxes (``grounded-sam`` passes them in), else
    a central box and the whole image. SAM's multimask output gives three masks per box with a
    predicted IoU each.
@@ -25,14 +29,14 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from forcomp.errors import ForcompError, WeightsNotFoundError
 from forcomp.offline.registry import BackendSpec
 from forcomp.offline.segmenters.base import MaskCandidate
-from forcomp.weights import ENV_VAR, find_weight
+from forcomp.weights import ENV_VAR, file_problem, find_weight
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -175,11 +179,21 @@ def load_sam(path: Path) -> Any:
 
 
 def find_sam_checkpoint(weights_dir: Path, model: str = "auto") -> Path:
-    """``model`` is ``auto`` (largest present: H, L, B), ``vit_h``/``vit_l``/``vit_b``, or a file name."""
+    """``model`` is ``auto`` (largest usable: H, L, B), ``vit_h``/``vit_l``/``vit_b``, or a file name.
+
+    A git-lfs pointer or an empty file under a checkpoint's name is skipped by ``auto``.
+    """
     if model == "auto":
+        found: list[str] = []
         for name in SAM_CHECKPOINTS.values():
             if (weights_dir / name).is_file():
-                return weights_dir / name
+                if (problem := file_problem(weights_dir / name)) is None:
+                    return weights_dir / name
+                found.append(problem)
+        if found:
+            raise WeightsNotFoundError(
+                f"no usable SAM checkpoint: {'; '.join(found)}. Get it from: {SAM_SOURCE}"
+            )
         want = ", ".join(str(weights_dir / n) for n in SAM_CHECKPOINTS.values())
         raise WeightsNotFoundError(
             f"no SAM checkpoint found: expected one of {want}. Put one there (or pass --weights DIR / "
@@ -225,6 +239,93 @@ def dedupe(cands: list[MaskCandidate], iou: float) -> list[MaskCandidate]:
     return kept
 
 
+# ----------------------------------------------------------------------------- encoder memory
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (CUDA: ``mem_get_info``; CPU: ``MemAvailable``)."""
+    import torch
+
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            import psutil  # type: ignore[import-untyped]
+
+            return int(psutil.virtual_memory().available)
+        except ImportError:
+            return None
+    return None
+
+
+def encoder_bytes_per_image(encoder: Any, *, dtype_bytes: int) -> int:
+    """Peak working memory of one image in SAM's image encoder, estimated from its architecture.
+
+    Global-attention blocks materialise the full ``(heads, T, T)`` attention map over the T = 64×64
+    tokens, and segment-anything keeps about three such maps alive at the peak (scores, the
+    decomposed relative-position sum, softmax); windowed blocks do the same over 14×14 windows. The
+    token activations (qkv, MLP) add about 16 × T × width values. For ViT-H it gives 3.3 GiB per
+    image in float32 and 1.7 GiB under bf16 (batch 8: 26 and 13 GiB, in line with the 18–24 and
+    ~16 GiB a review of the architecture estimated); ViT-B 2.4 and 1.2 GiB. Only part of the free
+    memory is planned for (``memory_fraction``); the rest is headroom.
+    """
+    blocks = list(encoder.blocks)
+    grid = int(encoder.img_size) // int(encoder.patch_embed.proj.kernel_size[0])
+    tokens = grid * grid
+    width = int(encoder.patch_embed.proj.out_channels)
+    attn = 0
+    for blk in blocks:
+        heads = int(blk.attn.num_heads)
+        win = int(blk.window_size)
+        if win > 0:
+            n_win = (-(-grid // win)) ** 2
+            attn = max(attn, 3 * heads * n_win * (win * win) ** 2)
+        else:
+            attn = max(attn, 3 * heads * tokens * tokens)
+    return (attn + 16 * tokens * width) * dtype_bytes
+
+
+def auto_encoder_batch(
+    encoder: Any,
+    device: torch.device,
+    *,
+    amp: bool,
+    max_batch: int = 16,
+    memory_fraction: float = 0.6,
+    free_bytes: int | None = None,
+) -> int:
+    """Images per image-encoder call that fit ``memory_fraction`` of the device's free memory.
+
+    ``free_bytes`` overrides the query (tests); when the free memory cannot be read the batch is 1.
+    """
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    if free is None:
+        return 1
+    dtype_bytes = 2 if amp and device.type == "cuda" else 4
+    per_image = encoder_bytes_per_image(encoder, dtype_bytes=dtype_bytes)
+    return max(1, min(max_batch, int(free * memory_fraction) // per_image))
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A CUDA OOM, or the CPU allocator failing to allocate."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and (
+        "out of memory" in msg or "can't allocate memory" in msg or "not enough memory" in msg
+    )
+
+
 # ----------------------------------------------------------------------------- predictor
 
 
@@ -237,19 +338,37 @@ class SamBoxPredictor:
     Args:
         model: a segment-anything ``Sam`` in eval mode.
         device: where it runs.
-        encoder_batch_size: images per image-encoder call.
+        encoder_batch_size: images per image-encoder call, or ``"auto"`` (the default): as many as
+            fit in the device's free memory now (:func:`auto_encoder_batch`), at most 16. Either
+            way a call that runs out of memory is split and retried, and the batch is lowered.
         amp: bf16 autocast for the image encoder on CUDA.
     """
 
     def __init__(
-        self, model: Any, device: torch.device, *, encoder_batch_size: int = 8, amp: bool = True
+        self,
+        model: Any,
+        device: torch.device,
+        *,
+        encoder_batch_size: int | Literal["auto"] = "auto",
+        amp: bool = True,
     ) -> None:
-        if encoder_batch_size < 1:
-            raise ValueError(f"encoder_batch_size must be >= 1, got {encoder_batch_size}")
+        if encoder_batch_size != "auto" and (
+            not isinstance(encoder_batch_size, int) or encoder_batch_size < 1
+        ):
+            raise ValueError(f"encoder_batch_size must be 'auto' or an int >= 1, got {encoder_batch_size!r}")
         self.model = model.to(device).eval()
-        self.encoder_batch_size = encoder_batch_size
         self.amp = amp
         self.img_size = int(model.image_encoder.img_size)
+        self.encoder_batch_size: int = (
+            auto_encoder_batch(self.model.image_encoder, self.model.device, amp=amp)
+            if encoder_batch_size == "auto"
+            else encoder_batch_size
+        )
+        log.info(
+            "SAM image encoder batch: %d (%s)",
+            self.encoder_batch_size,
+            "from free memory" if encoder_batch_size == "auto" else "set",
+        )
 
     @property
     def device(self) -> torch.device:
@@ -273,14 +392,38 @@ class SamBoxPredictor:
         """Image embeddings ``(B, 256, 64, 64)`` float32 on the model's device."""
         import torch
 
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), self.encoder_batch_size):
-                x = torch.stack([self._prepare(im) for im in images[i : i + self.encoder_batch_size]])
+        out: list[torch.Tensor] = []
+        i = 0
+        while i < len(images):
+            n = self.encoder_batch_size
+            out.append(self._embed_chunk(images[i : i + n]))
+            i += n
+        return torch.cat(out)
+
+    def _embed_chunk(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Encode ``images`` in one call; on out-of-memory, halve the batch and encode each half."""
+        import torch
+
+        try:
+            with torch.inference_mode():
+                x = torch.stack([self._prepare(im) for im in images])
                 use_amp = self.amp and self.device.type == "cuda"
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out.append(self.model.image_encoder(x).float())
-        return torch.cat(out)
+                    return self.model.image_encoder(x).float()
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e) or len(images) == 1:
+                raise
+        # Retried outside the except block, so the failed call's frames and tensors are freed first.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(images) // 2
+        self.encoder_batch_size = min(self.encoder_batch_size, max(1, half))
+        log.warning(
+            "SAM image encoder ran out of memory on %d images; retrying in halves (batch now %d)",
+            len(images),
+            self.encoder_batch_size,
+        )
+        return torch.cat([self._embed_chunk(images[:half]), self._embed_chunk(images[half:])])
 
     def predict_boxes(
         self,
@@ -440,7 +583,7 @@ def build_sam_segmenter(
     weights_dir: Path,
     device: str | None = None,
     model: str = "auto",
-    encoder_batch_size: int = 8,
+    encoder_batch_size: int | Literal["auto"] = "auto",
     amp: bool = True,
     **options: Any,
 ) -> SamSegmenter:
