@@ -22,6 +22,7 @@ _LAZY = {
     "write_report": "forcomp.metrics.output",
     "load_report": "forcomp.metrics.report",
     "compare": "forcomp.metrics.output",
+    "refresh_report": "forcomp.metrics.output",
 }
 
 __all__ = sorted(_LAZY)
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from forcomp.metrics.bias import AttributionExamples, Evaluation, evaluate, run_evaluation  # noqa: F401
     from forcomp.metrics.grids import SIZE_FACTORS, Condition, EvaluationGrid  # noqa: F401
     from forcomp.metrics.models import LoadedModel, load_model  # noqa: F401
-    from forcomp.metrics.output import compare, write_report  # noqa: F401
+    from forcomp.metrics.output import compare, refresh_report, write_report  # noqa: F401
     from forcomp.metrics.report import load_report  # noqa: F401
 
 

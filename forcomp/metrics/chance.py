@@ -78,35 +78,29 @@ def assess_chance(
         if low is None or low <= level:
             at_chance.append(name)
     not_meaningful: dict[str, str] = {}
+    states: dict[str, str] = {}
     for key, (cond, words) in REFERENCE.items():
         if cond not in at_chance or cond not in conditions:
             continue
         c = conditions[cond]
         ci = c.get("ci95") or [None, None]
-        state = (
-            f"{words} = {_fmt(_finite(c.get('accuracy')))} [{_fmt(_finite(ci[0]))}, {_fmt(_finite(ci[1]))}] "
-            f"is not clearly above chance ({level:.3f})"
+        states[words] = (
+            f"{words} = {_fmt(_finite(c.get('accuracy')))} [{_fmt(_finite(ci[0]))}, {_fmt(_finite(ci[1]))}]"
         )
+        state = f"{states[words]} is not clearly above chance ({level:.3f})"
         not_meaningful[key] = (
             state if key == "accuracy" else f"{state}: the score compares chance-level guesses"
         )
     warning = None
     if not_meaningful:
         scores = [k for k in REFERENCE if k in not_meaningful and k != "accuracy"]
-        parts = []
-        if "accuracy" in not_meaningful:
-            parts.append(f"accuracy is at chance level ({not_meaningful['accuracy']})")
-        if scores:
-            parts.append("not meaningful (their reference accuracy is at chance): " + ", ".join(scores))
+        majority_text = (
+            f", majority class {majority:.3f}" if majority is not None and majority > 1 / n_classes else ""
+        )
         warning = (
-            f"model not clearly above chance (1/{n_classes} classes"
-            + (
-                f", majority class {majority:.3f}"
-                if majority is not None and majority > 1 / n_classes
-                else ""
-            )
-            + f" = {level:.3f}) under {len(at_chance)} of {len(conditions)} conditions; "
-            + "; ".join(parts)
+            f"model not clearly above chance ({level:.3f}: 1/{n_classes} classes{majority_text}) under "
+            f"{len(at_chance)} of {len(conditions)} conditions, including {', '.join(states.values())}"
+            + (f"; not meaningful: {', '.join(scores)}" if scores else "")
         )
     return {
         "level": level,

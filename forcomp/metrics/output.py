@@ -53,6 +53,35 @@ def write_report(
     return {"json": json_path, "markdown": md_path, **written}
 
 
+def refresh_report(report_dir: str | os.PathLike[str], *, plots: bool = True) -> dict[str, Path]:
+    """Rewrite a report's files from its ``report.json`` with this version of forcomp, without the model.
+
+    Adds what newer versions derive from the stored numbers (the ``chance`` block and the per-score
+    ``meaningful`` flags), then writes ``report.json``, ``report.md`` and the plots that need only the
+    numbers. The attribution strip needs the images and maps of a run, so an existing
+    ``attribution_examples.png`` is kept as it is and still listed in ``report.md``.
+
+    Returns:
+        As :func:`write_report`.
+    """
+    from forcomp.metrics.chance import chance_of
+    from forcomp.metrics.plots import PLOT_FILES
+    from forcomp.metrics.summary import mark_chance
+
+    out = Path(report_dir)
+    report = load_report(out)
+    chance = chance_of(report)
+    if chance is not None:
+        mark_chance(report, chance)
+    written = write_report(report, out, plots=plots)
+    strip = out / PLOT_FILES["attribution"]
+    if plots and strip.is_file() and "attribution" not in written:
+        written["attribution"] = strip
+        figures = [str(p) for k, p in written.items() if k not in ("json", "markdown")]
+        written["markdown"].write_text(format_markdown(report, figures), encoding="utf-8")
+    return written
+
+
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 COMPARE_PNG = "compare.png"
 
@@ -115,7 +144,7 @@ def compare(
             "* at chance (accuracy) or not meaningful: the accuracy it is measured against is not "
             "clearly above chance"
         )
-    table = "\n".join(rows)
+    table = "\n".join(row.rstrip() for row in rows)
     if plot_path is not None:
         plot_comparison(reports, cols, plot_path)
         log.info("wrote %s", plot_path)

@@ -221,17 +221,23 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
         ax.tick_params(axis="y", labelsize=9)
         ax.axhline(0, color="black", lw=0.5)
         lo, hi = ax.get_ylim()
-        ax.set_ylim(min(lo, -MIN_BAR_SPAN / 2), max(hi, MIN_BAR_SPAN / 2))
+        lo, hi = min(lo, -MIN_BAR_SPAN / 2), max(hi, MIN_BAR_SPAN / 2)
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(-0.6, len(reports) - 0.4)  # also when a bar is NaN (not drawn, not autoscaled)
         for bar, mark, v in zip(bars, marks, vals, strict=True):
             if not mark:
                 continue
             bar.set_hatch("//")
             bar.set_alpha(0.45)
             y = v if math.isfinite(v) else 0.0
+            if y >= 0:  # above the bar's end, or inside it when that is near the frame
+                dy = -14 if y > lo + 0.85 * (hi - lo) else 3
+            else:
+                dy = 4 if y < lo + 0.15 * (hi - lo) else -12
             ax.annotate(
-                "chance" if mark == "at chance" else "n.m.",
+                ("chance" if mark == "at chance" else "n.m.") + ("" if math.isfinite(v) else " (n/a)"),
                 (bar.get_x() + bar.get_width() / 2, y),
-                xytext=(0, 3 if y >= 0 else -12),
+                xytext=(0, dy),
                 textcoords="offset points",
                 ha="center",
                 fontsize=9,

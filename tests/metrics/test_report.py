@@ -261,3 +261,21 @@ def test_attribution_titles_name_the_class(tmp_path: Path, monkeypatch) -> None:
     titles = [ax.get_title() for ax in figures[0].axes]
     assert "image\nn01440764 tench" in titles and "n02085620 Chihuahua" in titles
     assert "c" in titles  # a folder name that is no wnid stays as it is
+
+
+def test_refresh_report_adds_the_chance_check_to_an_old_report(tmp_path: Path) -> None:
+    from forcomp.metrics.output import refresh_report
+
+    r = _report(constant_predictor_correct())
+    del r["chance"], r["accuracy_at_chance"]
+    for key in ("background_robustness", "bg_gap", "foreground_focus", "center_bias", "size_bias"):
+        del r[key]["meaningful"], r[key]["not_meaningful"]
+    write_report(r, tmp_path, fake_examples())
+    strip = (tmp_path / "attribution_examples.png").read_bytes()
+    paths = refresh_report(tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert list(data)[1] == "chance" and data["background_robustness"]["meaningful"] is False
+    assert data["center_bias"]["score"] == 0.0  # numbers unchanged
+    md = paths["markdown"].read_text()
+    assert "**Warning: model not clearly above chance" in md
+    assert "attribution_examples.png" in md and (tmp_path / "attribution_examples.png").read_bytes() == strip
