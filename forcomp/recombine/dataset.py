@@ -8,25 +8,39 @@ is the fast path: DataLoader workers only read and decode uint8 parts; each batc
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
 from forcomp.cache.reader import CacheReader, Part
 from forcomp.errors import CacheFormatError
 from forcomp.recombine.fg_transform import apply_fg_transform
-from forcomp.recombine.params import RecombineConfig, derive_seed, n_uniforms
+from forcomp.recombine.functional import _premultiplied, composite
+from forcomp.recombine.params import (
+    RecombineConfig,
+    RecombineParams,
+    compose_crop,
+    derive_seed,
+    n_paste_uniforms,
+    n_uniforms,
+    sample_crop,
+    sample_params,
+)
 from forcomp.recombine.transform import Parts, Recombine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from forcomp.recombine.loader import ForCompLoader
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 10
@@ -72,6 +86,15 @@ def _shrink(img: torch.Tensor, max_side: int) -> torch.Tensor:
         return img
     s = max_side / max(h, w)
     return _resize_u8(img, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def _shrink_premultiplied(fg: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(4, h, w)`` uint8 RGBA with premultiplied colour (as the paste kernel resamples),
+    back to straight alpha: transparent pixels' colour does not bleed into the object's edge."""
+    pm = _resize_u8(_premultiplied(fg, torch.float32, True), size)
+    a = pm[3].float()
+    rgb = (pm[:3].float() * (255.0 / a.clamp_min(1.0))).round_().clamp_(0, 255).to(torch.uint8)
+    return torch.cat([rgb, pm[3:]])
 
 
 def _indices_by_class(parts: Sequence[Part], among: Sequence[int] | None = None) -> dict[str, list[int]]:
@@ -127,7 +150,7 @@ class ForComp(Dataset):
         self,
         cache: str | os.PathLike[str],
         split: str = "train",
-        size: int | tuple[int, int] = 224,
+        size: int | tuple[int, int] | None = 224,
         background: str = "all",
         *,
         fg_scale_jitter: float = 0.3,
@@ -140,6 +163,9 @@ class ForComp(Dataset):
         size_factor: float = 1.0,
         orig_img_prob: float | str = 0.0,
         epochs: int | None = None,
+        crop_scale: tuple[float, float] | None | str = "auto",
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip_prob: float | str = "auto",
         orig_root: str | os.PathLike[str] | None = None,
         fg_transform: Callable[..., Any] | None = None,
         transform: Callable[..., Any] | None = None,
@@ -147,6 +173,24 @@ class ForComp(Dataset):
         return_masks: bool = False,
         seed: int | None = None,
     ) -> None:
+        for name, v in (("crop_scale", crop_scale), ("hflip_prob", hflip_prob)):
+            if isinstance(v, str) and v != "auto":
+                raise ValueError(f"{name} must be 'auto' or a value, got {v!r}")
+        asks_crop = not isinstance(crop_scale, str) and crop_scale is not None
+        asks_flip = not isinstance(hflip_prob, str) and hflip_prob != 0
+        if size is None and (asks_crop or asks_flip):
+            raise ValueError(
+                "crop_scale/hflip_prob fuse the crop and flip into the recombination's output and need "
+                "size=...; with size=None the transform gets the whole composite as a PIL image and does "
+                "its own RandomResizedCrop and flip"
+            )
+        train = split == "train" and size is not None
+        if crop_scale == "auto":
+            # torchvision's presets and timm: train = RandomResizedCrop(scale=(0.08, 1)) + flip 0.5,
+            # val = the whole image.
+            crop_scale = (0.08, 1.0) if train else None
+        if hflip_prob == "auto":
+            hflip_prob = 0.5 if train else 0.0
         self.config = RecombineConfig(
             background=background,  # type: ignore[arg-type]
             fg_scale_jitter=fg_scale_jitter,
@@ -159,8 +203,15 @@ class ForComp(Dataset):
             size_factor=size_factor,
             orig_img_prob=orig_img_prob,
             epochs=epochs,
+            crop_scale=crop_scale,  # type: ignore[arg-type]
+            crop_ratio=crop_ratio,
+            hflip_prob=hflip_prob,  # type: ignore[arg-type]
         )
-        self.size = _canvas_size(size)
+        self.size: tuple[int, int] | None = None if size is None else _canvas_size(size)
+        # fused: the paste is drawn on the full-resolution background, then cropped/flipped (train)
+        self.fused = self.size is not None and (
+            self.config.crop_scale is not None or self.config.hflip_prob > 0
+        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         seed = int(seed) if seed is not None else None
@@ -184,7 +235,12 @@ class ForComp(Dataset):
                     "(a ForNet release has no index)"
                 )
         self._build_pools()
-        self._recombine = Recombine(self.config, seed=seed if seed is not None else 0)
+        # The fused crop magnifies the feathered edge (sigma in background pixels, as ForNet's):
+        # the kernel's truncation radius covers up to 8x magnification.
+        radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma * (8 if self.fused else 1)))
+        self._recombine = Recombine(
+            self.config, seed=seed if seed is not None else 0, smoothing_radius=radius
+        )
         self._rng: torch.Generator | None = None
         self._rng_pid = -1
         self._fg_by_class: dict[str, list[int]] | None = None
@@ -270,7 +326,9 @@ class ForComp(Dataset):
         for _ in range(MAX_RETRIES):
             try:
                 fg = _decode(self.reader.fg_bytes(part), ImageReadMode.RGB_ALPHA)
-                return _shrink(fg, max(self.size)), part
+                if self.size is not None and not self.fused:  # fused: shrunk to its pasted size later
+                    fg = _shrink(fg, max(self.size))
+                return fg, part
             except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
                 self.decode_failures += 1
                 log.warning(
@@ -304,7 +362,7 @@ class ForComp(Dataset):
             bpart = self.reader.backgrounds[bi]
             try:
                 bg = _decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)
-                return resize_cover(bg, self.size), self.reader.ratios.get(bpart.key, 0.0)
+                return bg, self.reader.ratios.get(bpart.key, 0.0)
             except Exception as e:  # noqa: BLE001
                 self.decode_failures += 1
                 log.warning("cannot decode background %s (%s); drawing another of its class", bpart.key, e)
@@ -321,7 +379,14 @@ class ForComp(Dataset):
         return None
 
     def load_parts(self, index: int) -> dict[str, Any]:
-        """Read and decode the parts for foreground ``index`` (what a DataLoader worker does)."""
+        """Read and decode the parts for foreground ``index`` (what a DataLoader worker does).
+
+        Whole-background mode: the background resized to cover ``size``, the foreground shrunk to
+        fit it, the paste drawn later per batch from the item's ``uniforms``. Fused mode (crop or
+        flip): the paste is drawn here on the full-resolution background, the crop box and flip
+        too; the background crop is resized once to ``size`` (and flipped), the foreground is
+        shrunk to its pasted size (and mirrored), and ``params`` holds the output geometry.
+        """
         index = self._check_index(index)
         failures = self.decode_failures
         g = self._item_generator(index)
@@ -345,17 +410,79 @@ class ForComp(Dataset):
             else:
                 from forcomp.decode import load_rgb
 
-                orig = resize_cover(torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1), self.size)
-        return {
-            "fg": fg,
-            "bg": bg,
-            "fg_ratio": self.reader.ratios[part.key],
+                orig = torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1)
+        uniforms = torch.rand(n_uniforms(self.config), generator=g)
+        fg_ratio = self.reader.ratios[part.key]
+        out: dict[str, Any] = {
+            "fg_ratio": fg_ratio,
             "bg_ratio": bg_ratio,
             "label": self.class_to_idx[part.cls],
-            "orig": orig,
             "use_orig": use_orig,
-            "uniforms": torch.rand(n_uniforms(self.config), generator=g),
-            "decode_failures": self.decode_failures - failures,
+            "uniforms": uniforms,
+        }
+        if self.size is None:  # the per-sample path composites at the background's resolution
+            out |= {"fg": fg, "bg": bg, "orig": orig}
+        elif not self.fused:
+            out |= {
+                "fg": fg,
+                "bg": resize_cover(bg, self.size),
+                "orig": None if orig is None else resize_cover(orig, self.size),
+            }
+        else:
+            out |= self._fused_parts(fg, bg, orig, fg_ratio, bg_ratio, uniforms)
+        out["decode_failures"] = self.decode_failures - failures
+        return out
+
+    def _fused_parts(
+        self,
+        fg: torch.Tensor,
+        bg: torch.Tensor,
+        orig: torch.Tensor | None,
+        fg_ratio: float,
+        bg_ratio: float,
+        uniforms: torch.Tensor,
+    ) -> dict[str, Any]:
+        """ForNet's paste on the full background composed with the crop and flip (one sample)."""
+        size = self.size
+        if size is None:  # guarded by the caller
+            raise RuntimeError("internal error: fused parts need a size")
+        hb, wb = int(bg.shape[1]), int(bg.shape[2])
+        fh, fw = int(fg.shape[1]), int(fg.shape[2])
+        bg_hw = torch.tensor([[hb, wb]])
+        fill = fg[3].float().mean().reshape(1) / 255.0
+        paste = sample_params(
+            torch.tensor([fg_ratio]),
+            torch.tensor([bg_ratio]),
+            torch.tensor([[fh, fw]]),
+            fill,
+            bg_hw,
+            self.config,
+            uniforms=uniforms[None, : n_paste_uniforms(self.config)],
+        )
+        crop = sample_crop(bg_hw, self.config, uniforms[None, n_paste_uniforms(self.config) :], size)
+        params = compose_crop(paste, crop, size)
+        x, y, w, h = (int(v) for v in torch.stack(crop[:4]).flatten().tolist())
+        flip = bool(crop.flip[0])
+        out_bg = _resize_u8(bg[:, y : y + h, x : x + w], size)
+        if orig is not None:
+            if tuple(orig.shape[1:]) == (hb, wb):
+                orig = _resize_u8(orig[:, y : y + h, x : x + w], size)
+            else:  # a source image of another size than its background: whole image
+                orig = resize_cover(orig, size)
+        # The foreground is resampled once: to its pasted size here when that is smaller (the
+        # kernel then copies it 1:1), else the kernel enlarges it. Sizes rounded as the kernel does.
+        ph, pw = int(params.h.clamp_min(1).round()), int(params.w.clamp_min(1).round())
+        if ph < fh and pw < fw:
+            fg = _shrink_premultiplied(fg, (ph, pw))
+        if flip:
+            out_bg, fg = out_bg.flip(-1), fg.flip(-1)
+            orig = None if orig is None else orig.flip(-1)
+        return {
+            "fg": fg,
+            "bg": out_bg,
+            "orig": orig,
+            "params": params,
+            "crop": torch.cat([torch.stack(crop[:4], 1), crop.flip[:, None].float()], 1)[0],
         }
 
     def _check_index(self, index: int) -> int:
@@ -367,10 +494,20 @@ class ForComp(Dataset):
 
     # ---- one sample: same kernel, B = 1 ----
     def __getitem__(self, index: int) -> tuple[Any, ...]:
+        """``(image, label)`` or ``(image, label, mask)``.
+
+        ``size`` set: ``image`` is a float32 ``tv_tensors.Image`` in [0, 1] (crop and flip fused on
+        the train split), the same picture as item ``index`` of a loader batch. ``size=None``: the
+        composite at the background's own resolution as a PIL RGB image, as ``ImageFolder`` hands
+        it to ``transform`` (the mask is a ``tv_tensors.Mask`` next to it, so v2 geometry moves it).
+        """
         sample = self.load_parts(index)
-        parts = collate_parts([sample])
-        images, masks = self._recombine(parts)  # the item's own draws: ds[i] equals item i of a loader batch
-        image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
+        if self.size is None:
+            image, mask = self._composite_full(sample)
+        else:
+            parts = collate_parts([sample])
+            images, masks = self._recombine(parts)  # the item's own draws: ds[i] equals item i of a batch
+            image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
         label: Any = sample["label"]
         if self.target_transform is not None:
             label = self.target_transform(label)
@@ -381,6 +518,34 @@ class ForComp(Dataset):
                 image = self.transform(image)
         return (image, label, mask) if self.return_masks else (image, label)
 
+    def _composite_full(self, sample: dict[str, Any]) -> tuple[Any, tv_tensors.Mask]:
+        """ForNet's paste on the full-resolution background (one sample) → PIL RGB image, mask."""
+        from PIL import Image
+
+        fg, bg = sample["fg"], sample["bg"]
+        hb, wb = int(bg.shape[1]), int(bg.shape[2])
+        if sample["use_orig"] and sample["orig"] is not None:
+            img = sample["orig"]
+            mask = torch.zeros(img.shape[1:], dtype=torch.float32)
+        else:
+            fh, fw = int(fg.shape[1]), int(fg.shape[2])
+            params = sample_params(
+                torch.tensor([sample["fg_ratio"]], dtype=torch.float32),
+                torch.tensor([sample["bg_ratio"]], dtype=torch.float32),
+                torch.tensor([[fh, fw]]),
+                fg[3].float().mean().reshape(1) / 255.0,
+                torch.tensor([[hb, wb]]),
+                self.config,
+                uniforms=sample["uniforms"][None],
+            )
+            imgs, masks = composite(
+                fg[None], torch.tensor([[fh, fw]]), bg[None], params,
+                smoothing_radius=self._recombine.smoothing_radius,
+            )  # fmt: skip
+            img, mask = imgs[0], masks[0]
+        pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy(), "RGB")
+        return pil, tv_tensors.Mask(mask)
+
     # ---- the fast path ----
     def loader(
         self,
@@ -389,76 +554,54 @@ class ForComp(Dataset):
         num_workers: int = 0,
         device: str | torch.device | None = None,
         shuffle: bool | None = None,
-        sampler: Sampler[int] | None = None,
+        sampler: Iterable[int] | None = None,
         drop_last: bool = False,
+        augment: Callable[..., Any] | None = None,
         batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         pin_memory: bool | None = None,
-    ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Batches recombined on ``device``: ``(images, labels)`` (+ ``masks`` with ``return_masks``).
+        prefetch_factor: int | None = None,
+    ) -> ForCompLoader:
+        """The fast batched loader: ``(images, labels)`` (+ ``masks`` with ``return_masks``).
 
-        Workers read and decode uint8 parts only; the paste runs once per batch on ``device``.
-        ``batch_transform`` (e.g. normalisation) is applied to the float image batch on ``device``.
-        Shuffles by default for the train split. Draws depend on the dataset seed and epoch.
+        Args:
+            batch_size: samples per batch.
+            num_workers: DataLoader workers. On a CPU ``device`` they also paste (per batch); on
+                CUDA they read, decode and crop, and the device pastes.
+            device: where batches come out (default CPU).
+            shuffle: default True for the train split, unless ``sampler`` is given.
+            sampler: any sampler or sequence of indices (``DistributedSampler`` for DDP).
+            drop_last: as DataLoader's.
+            augment: per-sample augmentation after the paste that moves masks with images:
+                kornia ``AugmentationSequential(..., data_keys=["input", "mask"])`` gets the batch;
+                a torchvision v2 transform is applied sample by sample (given a batch it would draw
+                one crop/flip for all of it). Images are float [0, 1] here.
+            batch_transform: deterministic batch step on the float images, e.g. ``Normalize``.
+            mix: batch-level mixing ``(images, labels) -> (images, targets)``: timm ``Mixup``,
+                torchvision v2 ``MixUp``/``CutMix`` (masks are those of the unmixed images).
+            pin_memory: default: on for CUDA.
+            prefetch_factor: batches each worker prepares ahead (DataLoader's).
+
+        Returns:
+            a :class:`~forcomp.recombine.loader.ForCompLoader` (``len``, re-iterable, ``sampler``,
+            ``dataset``, ``batch_size``, ``set_epoch``).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if sampler is not None and shuffle:
-            raise ValueError(
-                "sampler and shuffle=True are exclusive (as in DataLoader): shuffle in the sampler, "
-                "e.g. DistributedSampler(ds, shuffle=True)"
-            )
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        if shuffle is None:
-            shuffle = sampler is None and self.split == "train"
-        gen = None
-        if shuffle and sampler is None:
-            # seeded: the order follows (seed, epoch); unseeded: a new order at every call, as
-            # DataLoader(shuffle=True) (it also reseeds the workers of unseeded datasets)
-            base = int(torch.randint(0, 2**62, (1,))) if self.seed is None else self.seed
-            gen = torch.Generator().manual_seed(derive_seed(base, self.epoch, 1))
-        dl = DataLoader(
-            _PartsView(self),
-            batch_size=int(batch_size),
-            shuffle=shuffle if sampler is None else False,
-            sampler=sampler,
+        from forcomp.recombine.loader import ForCompLoader
+
+        return ForCompLoader(
+            self,
+            batch_size,
             num_workers=num_workers,
-            collate_fn=collate_parts,
+            device=device,
+            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
-            pin_memory=dev.type == "cuda" if pin_memory is None else pin_memory,
-            generator=gen,
+            augment=augment,
+            batch_transform=batch_transform,
+            mix=mix,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor,
         )
-        return self._batches(dl, dev, batch_transform, counted_here=num_workers == 0)
-
-    def _batches(
-        self,
-        dl: DataLoader,
-        dev: torch.device,
-        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None,
-        counted_here: bool,
-    ) -> Iterator[tuple[torch.Tensor, ...]]:
-        for parts in dl:
-            if not counted_here:  # failures counted in worker processes: bring them home
-                self.decode_failures += parts.decode_failures
-            parts = parts.to(dev, non_blocking=True)
-            images, masks = self._recombine(parts)
-            images = images.as_subclass(torch.Tensor)
-            if batch_transform is not None:
-                images = batch_transform(images)
-            if self.return_masks:
-                yield images, parts.labels, masks.as_subclass(torch.Tensor)
-            else:
-                yield images, parts.labels
-
-
-class _PartsView(Dataset):
-    def __init__(self, ds: ForComp) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.ds.load_parts(index)
 
 
 def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
@@ -485,5 +628,9 @@ def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
         uniforms=torch.stack([s["uniforms"] for s in samples])
         if all("uniforms" in s for s in samples)
         else None,
+        params=RecombineParams(*(torch.cat(t) for t in zip(*(s["params"] for s in samples), strict=True)))
+        if all("params" in s for s in samples)
+        else None,
+        crop=torch.stack([s["crop"] for s in samples]) if all("crop" in s for s in samples) else None,
         decode_failures=sum(int(s.get("decode_failures", 0)) for s in samples),
     )

@@ -42,6 +42,15 @@ class RecombineConfig:
         orig_img_prob: probability of the untouched source image instead; a float or a schedule
             (``linear`` 0→1, ``revlinear`` 1→0, ``cos``) over ``epochs``.
         epochs: length of the schedule (needed when ``orig_img_prob`` is a schedule).
+        crop_scale: None: the output is the whole background (resized to cover the output, centre
+            crop: evaluation and val). ``(lo, hi)``: the training recipe's RandomResizedCrop, fused
+            into the recombination: the object is placed on the *full-resolution* background
+            (ForNet's ``paste_pre_transform=True``), then a crop box of area share in ``(lo, hi)``
+            and aspect ratio in ``crop_ratio`` is drawn as torchvision's
+            ``RandomResizedCrop.get_params`` does (10 tries, then the centre-crop fallback) and
+            resampled once to the output size.
+        crop_ratio: aspect-ratio range (width / height) of the crop box.
+        hflip_prob: probability of a horizontal flip of the output (background and object).
     """
 
     background: Background = "all"
@@ -55,6 +64,9 @@ class RecombineConfig:
     size_factor: float = 1.0
     orig_img_prob: float | str = 0.0
     epochs: int | None = None
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_prob: float = 0.0
 
     def __post_init__(self) -> None:
         # numpy scalars (np.int64 from an array, np.float32 ...) are taken as the Python numbers
@@ -104,6 +116,26 @@ class RecombineConfig:
             and self.size_factor > 0
         ):
             raise ValueError(f"size_factor must be a finite number > 0, got {self.size_factor!r}")
+        for name in ("crop_scale", "crop_ratio"):
+            v = getattr(self, name)
+            if v is None and name == "crop_scale":
+                continue
+            if (
+                isinstance(v, (str, bytes))
+                or not hasattr(v, "__len__")
+                or len(v) != 2
+                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)
+            ):
+                raise ValueError(f"{name} must be a pair (lo, hi) of numbers, got {v!r}")
+            object.__setattr__(self, name, (float(v[0]), float(v[1])))
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio!r}")
+        if isinstance(self.hflip_prob, numbers.Real) and not isinstance(self.hflip_prob, bool):
+            object.__setattr__(self, "hflip_prob", float(self.hflip_prob))
+        if not (isinstance(self.hflip_prob, float) and 0 <= self.hflip_prob <= 1):
+            raise ValueError(f"hflip_prob must be a float in [0, 1], got {self.hflip_prob!r}")
         p = self.orig_img_prob
         if isinstance(p, str):
             if p not in SCHEDULES:
@@ -150,9 +182,109 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.d
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
 
 
-def n_uniforms(cfg: RecombineConfig) -> int:
-    """How many uniform draws one sample's geometry uses (size, x and y position, edge sigma)."""
+CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params
+
+
+def n_paste_uniforms(cfg: RecombineConfig) -> int:
+    """Uniforms of the paste itself (size, x and y position, edge sigma): the first of a sample's."""
     return 2 + 2 * abs(cfg.fg_bates_n)
+
+
+def n_uniforms(cfg: RecombineConfig) -> int:
+    """How many uniform draws one sample uses: the paste's, then the crop's (2 per try + the
+    position), then the flip's. Extras come last, so the paste's draws do not depend on them."""
+    n = n_paste_uniforms(cfg)
+    if cfg.crop_scale is not None:
+        n += 2 * CROP_TRIES + 2
+    return n + (1 if cfg.hflip_prob > 0 else 0)
+
+
+class CropParams(NamedTuple):
+    """Crop box of each sample in full-resolution background pixels (whole pixels, as
+    torchvision's ``get_params``) and its flip bit; all ``(B,)``."""
+
+    x0: torch.Tensor
+    y0: torch.Tensor
+    w: torch.Tensor
+    h: torch.Tensor
+    flip: torch.Tensor
+
+
+def sample_crop(
+    bg_hw: torch.Tensor, cfg: RecombineConfig, uniforms: torch.Tensor, out_hw: tuple[int, int]
+) -> CropParams:
+    """torchvision's ``RandomResizedCrop.get_params`` for a batch, from explicit uniforms.
+
+    Args:
+        bg_hw: ``(B, 2)`` full background height, width.
+        cfg: ``crop_scale``, ``crop_ratio`` and ``hflip_prob`` are used (``crop_scale`` None: the
+            whole background, centred box of the output's aspect, as resize-to-cover + centre crop).
+        uniforms: ``(B, n)`` the sample's uniforms *after* the paste's (``n_uniforms - n_paste``).
+        out_hw: the output size (for the whole-background box).
+
+    Same distribution as torchvision: up to 10 tries of (area share ~ U(scale), log aspect ~
+    U(log ratio)), the first whose rounded box fits wins, its position uniform over whole pixels;
+    if none fits, the centre crop clamped to ``ratio``. Vectorised: all tries are evaluated and the
+    first fitting one is selected without ``.item()``.
+    """
+    B = bg_hw.shape[0]
+    H, W = bg_hw[:, 0].double(), bg_hw[:, 1].double()
+    u = uniforms.double()
+    if cfg.crop_scale is None:
+        s = torch.maximum(out_hw[0] / H, out_hw[1] / W)  # resize_cover's scale
+        w, h = torch.minimum((out_hw[1] / s).round(), W), torch.minimum((out_hw[0] / s).round(), H)
+        x0, y0 = torch.div(W - w, 2, rounding_mode="floor"), torch.div(H - h, 2, rounding_mode="floor")
+        k = 0
+    else:
+        lo, hi = cfg.crop_scale
+        lr = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+        t = u[:, : 2 * CROP_TRIES].reshape(B, CROP_TRIES, 2)
+        area = (H * W)[:, None] * (lo + t[..., 0] * (hi - lo))
+        aspect = torch.exp(lr[0] + t[..., 1] * (lr[1] - lr[0]))
+        tw = torch.sqrt(area * aspect).round()
+        th = torch.sqrt(area / aspect).round()
+        fits = (tw > 0) & (tw <= W[:, None]) & (th > 0) & (th <= H[:, None])
+        first = torch.argmax(fits.to(torch.int8), 1, keepdim=True)  # first fitting try (0 if none)
+        any_fit = fits.any(1)
+        cw, ch = tw.gather(1, first)[:, 0], th.gather(1, first)[:, 0]
+        pos = u[:, 2 * CROP_TRIES : 2 * CROP_TRIES + 2]
+        # torch.randint(0, H - h + 1): a whole pixel, uniform
+        cy = torch.floor(pos[:, 0] * (H - ch + 1)).clamp_max(H - ch)
+        cx = torch.floor(pos[:, 1] * (W - cw + 1)).clamp_max(W - cw)
+        # fallback: centre crop clamped to the ratio range
+        in_ratio = W / H
+        fw = torch.where(
+            in_ratio < cfg.crop_ratio[0],
+            W,
+            torch.where(in_ratio > cfg.crop_ratio[1], (H * cfg.crop_ratio[1]).round(), W),
+        )
+        fh = torch.where(in_ratio < cfg.crop_ratio[0], (W / cfg.crop_ratio[0]).round(), H)
+        fx, fy = torch.div(W - fw, 2, rounding_mode="floor"), torch.div(H - fh, 2, rounding_mode="floor")
+        x0, y0 = torch.where(any_fit, cx, fx), torch.where(any_fit, cy, fy)
+        w, h = torch.where(any_fit, cw, fw), torch.where(any_fit, ch, fh)
+        k = 2 * CROP_TRIES + 2
+    if cfg.hflip_prob > 0:
+        flip = u[:, k] < cfg.hflip_prob
+    else:
+        flip = torch.zeros(B, dtype=torch.bool, device=bg_hw.device)
+    f = torch.float32
+    return CropParams(x0=x0.to(f), y0=y0.to(f), w=w.to(f), h=h.to(f), flip=flip)
+
+
+def compose_crop(params: RecombineParams, crop: CropParams, out_hw: tuple[int, int]) -> RecombineParams:
+    """Paste geometry on the full background → geometry in the output of ``crop`` resized to
+    ``out_hw`` and flipped where ``crop.flip``: the object is resampled once, at its final size.
+
+    The edge sigma scales with the crop's magnification (geometric mean of the two axes'), so the
+    feathered edge looks as it would after cropping a ForNet composite.
+    """
+    Ho, Wo = out_hw
+    sx, sy = Wo / crop.w, Ho / crop.h
+    x0 = (params.x0 - crop.x0) * sx
+    y0 = (params.y0 - crop.y0) * sy
+    w, h = params.w * sx, params.h * sy
+    x0 = torch.where(crop.flip, Wo - (x0 + w), x0)
+    return RecombineParams(x0=x0, y0=y0, w=w, h=h, sigma=params.sigma * torch.sqrt(sx * sy))
 
 
 def bates_from(u: torch.Tensor, n: int) -> torch.Tensor:
@@ -170,7 +302,7 @@ def sample_params(
     bg_ratio: torch.Tensor,
     fg_hw: torch.Tensor,
     fg_fill: torch.Tensor,
-    canvas: tuple[int, int],
+    canvas: tuple[int, int] | torch.Tensor,
     cfg: RecombineConfig,
     *,
     generator: torch.Generator | None = None,
@@ -183,7 +315,8 @@ def sample_params(
         bg_ratio: ``(B,)`` the same ratio of the background's source image.
         fg_hw: ``(B, 2)`` foreground crop height, width (pixels).
         fg_fill: ``(B,)`` share of the crop the object covers (mean alpha).
-        canvas: output ``(H, W)``.
+        canvas: output ``(H, W)``, or a ``(B, 2)`` tensor of per-sample canvases (ForComp's
+            full-resolution backgrounds).
         cfg: the recombination config.
         generator: all draws; must live on the device of the inputs.
         uniforms: instead of ``generator``, each sample's own ``(B, n_uniforms(cfg))`` uniforms in
@@ -195,7 +328,10 @@ def sample_params(
     """
     device = fg_ratio.device
     B = fg_ratio.shape[0]
-    H, W = canvas
+    if isinstance(canvas, torch.Tensor):
+        H, W = canvas[:, 0].to(device, torch.float32), canvas[:, 1].to(device, torch.float32)
+    else:
+        H, W = canvas
     fr, br = fg_ratio.float(), bg_ratio.float()
     mode = cfg.fg_size_mode
     if mode == "range":
@@ -206,7 +342,9 @@ def sample_params(
         lo = hi = torch.maximum(fr, br)
     else:
         lo = hi = (fr + br) / 2
-    k = n_uniforms(cfg)
+    k = n_paste_uniforms(cfg)
+    if uniforms is not None and uniforms.dim() == 2 and uniforms.shape[1] > k:
+        uniforms = uniforms[:, :k]  # a sample's full draw: the crop's and flip's come after
     if uniforms is None:
         if generator is None:
             raise ValueError("sample_params needs a generator or per-sample uniforms")
@@ -218,7 +356,9 @@ def sample_params(
     j = cfg.fg_scale_jitter
     u = uniforms[:, 0]
     ratio = (lo * (1 - j) + u * (hi * (1 + j) - lo * (1 - j))) * cfg.size_factor
-    area = float(H * W) / (9.0 if cfg.nonant is not None else 1.0)
+    area = H * W / (9.0 if cfg.nonant is not None else 1.0)
+    if not isinstance(area, torch.Tensor):
+        area = float(area)
     crop_area = area * ratio / fg_fill.float().clamp_min(1e-6)
     fh, fw = fg_hw[:, 0].float().clamp_min(1), fg_hw[:, 1].float().clamp_min(1)
     h = torch.sqrt(crop_area * fh / fw).clamp_min(1.0)

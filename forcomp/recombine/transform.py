@@ -39,6 +39,10 @@ class Parts:
         uniforms: ``(B, K)`` each sample's own uniform draws for its geometry, or None (then the
             transform's generator draws for the whole batch).
         decode_failures: parts that failed to decode while this batch was read (and were replaced).
+        params: the output geometry of each sample when the workers drew it (fused crop and flip:
+            the paste was drawn on the full-resolution background and composed with the crop).
+        crop: ``(B, 5)`` each sample's crop box ``x0, y0, w, h`` in full-background pixels and flip
+            bit (fused mode), for the record.
     """
 
     fg: torch.Tensor
@@ -51,9 +55,13 @@ class Parts:
     use_orig: torch.Tensor | None = None
     uniforms: torch.Tensor | None = None
     decode_failures: int = 0
+    params: RecombineParams | None = None
+    crop: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Parts:
         def mv(t: Any) -> Any:
+            if isinstance(t, RecombineParams):
+                return RecombineParams(*(x.to(device, non_blocking=non_blocking) for x in t))
             return t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
 
         return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -64,6 +72,8 @@ class Parts:
         copied synchronously (~100 MB per 256-image batch)."""
 
         def pin(t: Any) -> Any:
+            if isinstance(t, RecombineParams):
+                return RecombineParams(*(x.pin_memory() for x in t))
             return t.pin_memory() if isinstance(t, torch.Tensor) else t
 
         return Parts(*(pin(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -89,6 +99,7 @@ class Recombine(v2.Transform):
             memory). None (default): on CUDA batches, unless ``method="window"``; True: on every
             device (needs a working ``torch.compile`` backend); False: never. If compiling fails
             the eager kernel runs instead, with a logged warning.
+        smoothing_radius: truncation of the feathering kernel (default 3 x ``mask_smoothing_sigma``).
 
     Example:
         >>> rec = Recombine(background="all", seed=0)  # doctest: +SKIP
@@ -102,6 +113,7 @@ class Recombine(v2.Transform):
         seed: int | None = None,
         method: Literal["auto", "matrix", "window"] = "auto",
         compile: bool | None = None,  # noqa: A002 - torch.compile's name, as timm's --torchcompile
+        smoothing_radius: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -111,7 +123,11 @@ class Recombine(v2.Transform):
         self.seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.epoch = 0
         self._generators: dict[str, torch.Generator] = {}
-        self.smoothing_radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma))
+        self.smoothing_radius = (
+            max(1, math.ceil(3 * self.config.mask_smoothing_sigma))
+            if smoothing_radius is None
+            else int(smoothing_radius)
+        )
         if method not in ("auto", "matrix", "window"):
             raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
         self.method: Literal["auto", "matrix", "window"] = method
@@ -137,9 +153,11 @@ class Recombine(v2.Transform):
             return self.compile
         return device.type == "cuda" and self.method != "window"
 
-    def _composite(self, parts: Parts, params: RecombineParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def _composite(
+        self, parts: Parts, params: RecombineParams, out_dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         args = (parts.fg, parts.fg_hw, parts.bg, params)
-        kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": torch.float32}
+        kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": out_dtype}
         if self.uses_compile(parts.bg.device):
             if self._compiled is None:
                 # dynamic=None: the first new padded-foreground shape recompiles with dynamic sizes,
@@ -181,6 +199,8 @@ class Recombine(v2.Transform):
         draw then does not depend on its batch), else from ``generator`` (on any device) or the
         transform's own CPU generator, whose uniforms are drawn on the CPU and moved.
         """
+        if parts.params is not None and generator is None:
+            return RecombineParams(*(t.to(parts.bg.device) for t in parts.params))
         uniforms = parts.uniforms if generator is None else None
         if uniforms is None and generator is None:
             k = n_uniforms(self.config)
@@ -198,19 +218,27 @@ class Recombine(v2.Transform):
         )
 
     def forward(  # type: ignore[override]
-        self, parts: Parts, params: RecombineParams | None = None, *, return_params: bool = False
+        self,
+        parts: Parts,
+        params: RecombineParams | None = None,
+        *,
+        return_params: bool = False,
+        out_dtype: torch.dtype = torch.float32,
     ) -> Any:
         """Recombine ``parts``; returns ``(images, masks)`` (plus the params when ``return_params``).
 
-        Images are float32 in [0, 1] ``(B, 3, H, W)``; where ``use_orig`` is set the original image is
-        returned and its mask is empty.
+        Images are ``(B, 3, H, W)`` float32 in [0, 1], or uint8 with ``out_dtype=torch.uint8``;
+        where ``use_orig`` is set the original image is returned and its mask is empty.
         """
+        if out_dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype}")
         if params is None:
             params = self.make_params(parts)
-        images, masks = self._composite(parts, params)
+        images, masks = self._composite(parts, params, out_dtype)
         if parts.orig is not None and parts.use_orig is not None:
             sel = parts.use_orig[:, None, None, None]
-            images = torch.where(sel, parts.orig.float() / 255.0, images)
+            orig = parts.orig if out_dtype == torch.uint8 else parts.orig.float() / 255.0
+            images = torch.where(sel, orig, images)
             masks = torch.where(sel[:, 0], torch.zeros_like(masks), masks)
         out = (tv_tensors.Image(images), tv_tensors.Mask(masks))
         return (*out, params) if return_params else out

@@ -302,7 +302,8 @@ def test_recombine_kernels_agree_and_method_is_checked(cache):
 def test_unseeded_workers_differ_even_after_ds_i_in_the_parent(tmp_path):
     """A ds[i] before training must not hand the parent's generator to forked workers (they would
     repeat each other's draws), and unseeded loaders draw anew at every call."""
-    from forcomp.recombine.dataset import _PartsView, collate_parts
+    from forcomp.recombine.dataset import collate_parts
+    from forcomp.recombine.loader import _PartsView
 
     cache = make_cache(tmp_path / "c", per_class=4)
     ds = ForComp(cache, "val", size=32, seed=None)
