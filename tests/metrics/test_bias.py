@@ -392,3 +392,21 @@ def test_wnid_classes_outside_imagenet_1k_are_named_with_a_working_line(tmp_path
     assert evaluate(
         ImageNetHead(), make_colour_cache(tmp_path / "ok", per_class=2, classes=classes[:2]), **kw
     )["class_indices"] == [0, 1]  # all ImageNet-1k: mapped by wnid, no timm needed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_on_cuda(colour_cache: Path, dtype: torch.dtype) -> None:
+    r = evaluate(
+        biased_models.invariant().to("cuda", dtype),
+        colour_cache,
+        size=EVAL_SIZE,
+        normalize=None,
+        batch_size=16,
+        limit=16,
+        methods=("input_x_gradient", "gradcam"),
+        bootstrap=50,
+    )
+    assert r["runtime"]["device"].startswith("cuda") and r["accuracy"] > 0.9
+    assert math.isfinite(r["foreground_focus"]["methods"]["gradcam"]["score"])
