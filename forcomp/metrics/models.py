@@ -343,6 +343,11 @@ def _safe_load(path: Path) -> Any:
             "torch.load(weights_only=True), which refuses objects other than tensors, plain containers "
             "and (here) argparse.Namespace, because unpickling them can run code. If you trust the file, "
             "save the model's state dict alone: torch.save(model.state_dict(), path)"
+            + (
+                ""
+                if allow is not None
+                else f" (allowing argparse.Namespace needs torch >= 2.5; {torch.__version__})"
+            )
         ) from e
 
 
