@@ -127,13 +127,59 @@ def test_paired_bootstrap_equals_a_one_shot_reference(chunk_elems: int) -> None:
 
 
 def test_paired_bootstrap_defaults_to_1000_resamples() -> None:
-    correct = _results(30)
-    stats = {"gap": lambda a: a["bg=same"] - a["bg=all"]}
+    correct = _results(200)
+    stats = {"r": background_robustness}
     default = paired_bootstrap(correct, stats, generator=torch.Generator().manual_seed(2))
-    assert default == paired_bootstrap(
-        correct, stats, resamples=1000, generator=torch.Generator().manual_seed(2)
+    assert default["r"] == pytest.approx(_one_shot_paired(correct, background_robustness, 1000, 2), rel=1e-12)
+    other = paired_bootstrap(correct, stats, resamples=1001, generator=torch.Generator().manual_seed(2))
+    assert other != default, "the data must tell 1000 from 1001 resamples, or this test proves nothing"
+
+
+def test_index_tensors_respect_chunk_elems(monkeypatch) -> None:
+    """``chunk_elems`` bounds the ``(r, N)`` index tensor (one resample at least, whatever N)."""
+    sizes: list[tuple[int, ...]] = []
+    real = torch.randint
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        sizes.append(tuple(args[-1]))  # randint([low,] high, size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", spy)
+    correct = _results(4)
+    paired_bootstrap(
+        correct, {"r": background_robustness}, resamples=5, generator=torch.Generator(), chunk_elems=3
     )
-    assert default["gap"] == pytest.approx(_one_shot_paired(correct, stats["gap"], 1000, 2), rel=1e-12)
+    assert sizes == [(1, 4)] * 5
+    sizes.clear()
+    paired_bootstrap(
+        correct, {"r": background_robustness}, resamples=5, generator=torch.Generator(), chunk_elems=9
+    )
+    assert sizes == [(2, 4), (2, 4), (1, 4)]
+
+
+def test_bootstrap_mean_index_tensor_stays_under_4e6_elements(monkeypatch) -> None:
+    sizes: list[tuple[int, ...]] = []
+    real = torch.randint
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        sizes.append(tuple(args[-1]))  # randint([low,] high, size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", spy)
+    n = 2_500_000  # over half the bound: one resample per chunk
+    bootstrap_mean(torch.ones(n, dtype=torch.float64), resamples=2, generator=torch.Generator())
+    assert sizes == [(1, n), (1, n)]
+
+
+def test_an_interval_of_one_finite_resample_or_of_none() -> None:
+    """Resamples where a score is undefined are dropped; one defined resample gives a zero-width
+    interval, none gives NaN (never an error)."""
+    correct = {"bg=same": torch.tensor([True, False, True]), "bg=all": torch.tensor([True, True, False])}
+    one = paired_bootstrap(correct, {"r": background_robustness}, resamples=1, generator=torch.Generator())
+    assert one["r"][0] == one["r"][1] and math.isfinite(one["r"][0])
+    never = {"bg=same": torch.zeros(3, dtype=torch.bool), "bg=all": torch.ones(3, dtype=torch.bool)}
+    got = paired_bootstrap(never, {"r": background_robustness}, resamples=4, generator=torch.Generator())
+    assert len(got["r"]) == 2 and all(math.isnan(x) for x in got["r"])
 
 
 def test_paired_bootstrap_of_one_image_and_of_none() -> None:
@@ -165,9 +211,10 @@ def test_bootstrap_mean_equals_a_one_shot_reference(n: int) -> None:
 
 
 def test_bootstrap_mean_defaults_to_1000_resamples_and_handles_degenerate_input() -> None:
-    values = torch.tensor([0.5, 1.5, 2.0, 4.0])
+    values = torch.linspace(0.0, 1.0, 20, dtype=torch.float64) ** 3
     default = bootstrap_mean(values, generator=torch.Generator().manual_seed(3))
-    assert default == _one_shot_mean(values, 1000, 3)
+    assert default == pytest.approx(_one_shot_mean(values, 1000, 3), rel=1e-12)
+    assert bootstrap_mean(values, resamples=1001, generator=torch.Generator().manual_seed(3)) != default
     assert bootstrap_mean(torch.tensor([0.3]), resamples=4, generator=torch.Generator()) == [
         pytest.approx(0.3),
         pytest.approx(0.3),
