@@ -185,8 +185,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_backends(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backends", help="list segmenters/inpainters and whether their weights are present")
-    p.add_argument("--weights", default=None)
+    p = sub.add_parser(
+        "backends",
+        help="list segmenters/inpainters and whether their weights are usable; --check runs them",
+    )
+    p.add_argument(
+        "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="load every usable backend, run it on sample photos and on generated scenes with known "
+        "truth; write a preview grid and report timings, mask IoU and hole PSNR",
+    )
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N for the model backends (--check)")
+    p.add_argument("--out", type=Path, default=Path("backends_check"), help="output folder (--check)")
+    p.add_argument("--photos", type=int, default=3, help="sample photos in the preview (--check, 1-4)")
+    p.add_argument("--scenes", type=int, default=12, help="generated known-truth scenes (--check)")
     p.set_defaults(func=_cmd_backends)
 
 
@@ -196,13 +211,23 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     from forcomp.weights import resolve_weights_dir
 
     wdir = resolve_weights_dir(args.weights)
+    if args.check:
+        from forcomp.offline.check import check_backends
+
+        report = check_backends(wdir, args.out, device=args.device, photos=args.photos, scenes=args.scenes)
+        print(report.format())
+        return EXIT_PARTIAL if report.failed else EXIT_OK
     print(f"weights directory: {wdir}")
     for reg in (SEGMENTERS, INPAINTERS):
         auto = reg.resolve("auto", wdir).name
         print(f"{reg.stage}s (auto -> {auto}):")
         for name, spec in sorted(reg.specs().items()):
             ready = spec.available_weights(wdir) is not None
-            print(f"  {name:14s} {'ready  ' if ready else 'no weights'}  {spec.description}")
+            state = "ready     " if ready else ("not usable" if spec.weights_problems(wdir) else "no weights")
+            print(f"  {name:14s} {state}  {spec.description}")
+            if not ready:
+                for problem in spec.weights_problems(wdir):
+                    print(f"      {problem}")
     return EXIT_OK
 
 

@@ -52,14 +52,16 @@ class BackendSpec:
         return None
 
     def weights_problems(self, weights_dir: Path) -> list[str]:
-        """Why no alternative is usable, for alternatives that are partly there (empty: none started).
+        """Why no alternative is usable, for alternatives that were started (empty: none was).
 
-        An alternative counts as started when any of its paths exists (a clone without git-lfs, a
-        folder without its weights): those are the problems a user wants named.
+        An alternative counts as started when its first entry, the one that names the model (a
+        file, or a model folder), is there: a clone without git-lfs, a folder without its weights.
+        Those are the problems a user wants named; a SAM file alone does not start ``grounded-sam``.
         """
         out: list[str] = []
         for alt in self.weights:
-            if any((weights_dir / p).exists() for p in alt):
+            head = Path(alt[0])
+            if (weights_dir / head.parts[0]).exists():
                 out += [q for p in alt for q in weight_problems(weights_dir, p) if q not in out]
         return out
 
