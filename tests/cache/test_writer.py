@@ -121,3 +121,13 @@ def test_background_quality_is_used_and_defaults_to_95(smooth_image):
     best = encode_background(smooth_image, quality=DEFAULT_QUALITY)
     assert encode_background(smooth_image) == best
     assert len(encode_background(smooth_image, quality=20)) < len(best)
+
+
+def test_background_huffman_tables_are_optimised(smooth_image):
+    """Optimised tables: the same pixels in fewer bytes (~40 % fewer on this small image), which adds
+    up over a million cached backgrounds."""
+    data = encode_background(smooth_image)
+    plain = io.BytesIO()
+    Image.fromarray(smooth_image).save(plain, format="JPEG", quality=DEFAULT_QUALITY, subsampling=0)
+    np.testing.assert_array_equal(np.asarray(_decode(data)), np.asarray(_decode(plain.getvalue())))
+    assert len(data) < 0.9 * len(plain.getvalue())

@@ -221,3 +221,22 @@ def test_bootstrap_mean_defaults_to_1000_resamples_and_handles_degenerate_input(
     ]
     nothing = bootstrap_mean(torch.tensor([float("nan"), float("inf")]), generator=torch.Generator())
     assert len(nothing) == 2 and all(math.isnan(x) for x in nothing)
+
+
+def test_the_default_bound_is_4e6_index_elements_exactly(monkeypatch) -> None:
+    """97,561 x 41 = 4,000,001: at this N one more resample per chunk would cross the bound by one."""
+    sizes: list[tuple[int, ...]] = []
+    real = torch.randint
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        sizes.append(tuple(args[-1]))  # randint([low,] high, size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", spy)
+    n = 97_561
+    bootstrap_mean(torch.ones(n, dtype=torch.float64), resamples=41, generator=torch.Generator())
+    assert sizes == [(40, n), (1, n)]
+    sizes.clear()
+    correct = {"a": torch.ones(n, dtype=torch.bool)}
+    paired_bootstrap(correct, {"a": lambda a: a["a"]}, resamples=41, generator=torch.Generator())
+    assert sizes == [(40, n), (1, n)]
