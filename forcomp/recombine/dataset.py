@@ -541,6 +541,8 @@ class ForComp(Dataset):
             imgs, masks = composite(
                 fg[None], torch.tensor([[fh, fw]]), bg[None], params,
                 smoothing_radius=self._recombine.smoothing_radius,
+                method="window",
+                fg_filter="bicubic",  # as ForNet's PIL resize
             )  # fmt: skip
             img, mask = imgs[0], masks[0]
         pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy(), "RGB")

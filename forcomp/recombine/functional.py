@@ -78,6 +78,7 @@ def composite(
     smoothing_radius: int = 12,
     method: Literal["auto", "matrix", "window"] = "auto",
     out_dtype: torch.dtype | None = None,
+    fg_filter: Literal["bilinear", "bicubic"] = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste foregrounds onto backgrounds.
 
@@ -92,6 +93,9 @@ def composite(
             for CPU tensors in eager mode, else ``matrix``.
         out_dtype: dtype of the images; default ``bg``'s. A floating dtype with uint8 inputs gives
             [0, 1] images without a uint8 round trip (what ``Recombine`` uses).
+        fg_filter: the object's resampling filter: ``bilinear`` (triangle, antialiased; both
+            kernels) or ``bicubic`` (antialiased, PIL's ``resize`` default that ForNet uses; window
+            kernel only, for ``ForComp(size=None)``'s full-resolution composites).
 
     Returns:
         ``(images, masks)``: ``(B, 3, H, W)`` in ``bg``'s dtype and device, and ``(B, H, W)`` float
@@ -116,12 +120,20 @@ def composite(
         method = "window" if bg.device.type == "cpu" and not torch.compiler.is_compiling() else "matrix"
     if method not in ("matrix", "window"):
         raise ValueError(f"method must be 'auto', 'matrix' or 'window', got {method!r}")
-    path = _composite_window if method == "window" else _composite_matrix
+    if fg_filter not in ("bilinear", "bicubic"):
+        raise ValueError(f"fg_filter must be 'bilinear' or 'bicubic', got {fg_filter!r}")
+    if fg_filter == "bicubic" and method != "window":
+        raise ValueError("fg_filter='bicubic' needs method='window' (the matrix kernel is bilinear)")
     # Autocast off: under a user's autocast the matmuls and convolutions would run in bf16/fp16
     # (8-11 bit mantissas: 3/255 off, measured); the kernel computes in float32 and casts back to
     # the input's dtype itself.
     with torch.autocast(device_type=bg.device.type, enabled=False):
-        images, masks = path(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
+        if method == "window":
+            images, masks = _composite_window(
+                fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype, fg_filter
+            )
+        else:
+            images, masks = _composite_matrix(fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype)
     return (images[0], masks[0]) if unbatched else (images, masks)
 
 
@@ -238,6 +250,7 @@ def _composite_window(
     radius: int,
     cdt: torch.dtype,
     out_dtype: torch.dtype,
+    fg_filter: str = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU path: each object resampled at its own (whole-pixel) size, blended inside its box.
 
@@ -270,12 +283,15 @@ def _composite_window(
             F.interpolate(
                 src[None].contiguous(memory_format=torch.channels_last),
                 size=(h, w),
-                mode="bilinear",
+                mode=fg_filter,
                 antialias=True,
                 align_corners=False,
             )[0, :, ya - y : yb - y, xa - x : xb - x].to(cdt)
             * fg_unit
         )
+        if fg_filter == "bicubic":  # cubic overshoot: alpha and premultiplied colour stay in range
+            res[3].clamp_(0, 1)
+            res[:3] = torch.minimum(res[:3].clamp_min(0), res[3:4])
         a = res[3]
         if s > 0.05:
             r = min(radius, math.ceil(3 * s))  # this sample's 3-sigma support: fewer taps
