@@ -171,6 +171,7 @@ class ForCompLoader:
         self._unseeded_base = int(torch.randint(0, 2**62, (1,))) if dataset.seed is None else None
         self._epoch: int | None = None  # set by set_epoch for the next iteration
         self._last_epoch = dataset.epoch - 1
+        self._sampler_epoch = getattr(sampler, "epoch", None)  # what the sampler was last set to
         self.paste_in_workers = self.device.type == "cpu"
         collate: Callable[..., Any]
         if self.paste_in_workers:
@@ -205,12 +206,20 @@ class ForCompLoader:
         self._epoch = int(epoch)
 
     def _start_epoch(self) -> int:
-        epoch = self._epoch if self._epoch is not None else self._last_epoch + 1
+        sampler_epoch = getattr(self.sampler, "epoch", None)
+        if self._epoch is not None:
+            epoch = self._epoch
+        elif isinstance(sampler_epoch, int) and sampler_epoch != self._sampler_epoch:
+            # the script called sampler.set_epoch(e) itself (torchvision's and timm's train.py)
+            epoch = sampler_epoch
+        else:
+            epoch = self._last_epoch + 1
         self._epoch, self._last_epoch = None, epoch
         self.dataset.set_epoch(epoch)  # before the workers start: they take the dataset as it is now
         set_sampler_epoch = getattr(self.sampler, "set_epoch", None)
         if callable(set_sampler_epoch):
             set_sampler_epoch(epoch)
+            self._sampler_epoch = getattr(self.sampler, "epoch", None)
         if self._shuffle_gen is not None:
             # seeded: the order follows (seed, epoch); unseeded: a new order at every epoch
             base = self.dataset.seed if self.dataset.seed is not None else self._unseeded_base

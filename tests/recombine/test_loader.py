@@ -1,0 +1,189 @@
+"""``ForComp.loader``: a real loader object, the fused crop/flip, augmentation hooks, typed outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from recombine.conftest import make_cache
+from torch.utils.data import DistributedSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+import forcomp.recombine.transform as tr
+from forcomp import ForComp
+from forcomp.recombine.loader import ForCompLoader
+from forcomp.recombine.params import CROP_TRIES, RecombineConfig, sample_crop
+
+YELLOW = torch.tensor([250, 250, 0]) / 255
+
+
+@pytest.fixture
+def train_cache(tmp_path):
+    return make_cache(tmp_path / "c", split="train", per_class=4, fg_px=30, bg_size=(120, 90))
+
+
+def test_split_defaults_follow_torchvision_presets(train_cache, cache):
+    tr_ds = ForComp(train_cache, "train", size=32, seed=0)
+    assert tr_ds.config.crop_scale == (0.08, 1.0) and tr_ds.config.hflip_prob == 0.5 and tr_ds.fused
+    val = ForComp(cache, "val", size=32, seed=0)
+    assert val.config.crop_scale is None and val.config.hflip_prob == 0.0 and not val.fused
+    explicit = ForComp(train_cache, "train", size=32, crop_scale=None, hflip_prob=0.0)
+    assert not explicit.fused
+    per_sample = ForComp(train_cache, "train", size=None)
+    assert per_sample.config.crop_scale is None and per_sample.config.hflip_prob == 0.0
+    with pytest.raises(ValueError, match="size=None"):
+        ForComp(train_cache, "train", size=None, crop_scale=(0.5, 1.0))
+    with pytest.raises(ValueError, match="crop_scale"):
+        ForComp(train_cache, "train", size=32, crop_scale=(0.5, 1.5))
+    with pytest.raises(ValueError, match="hflip_prob"):
+        ForComp(train_cache, "train", size=32, hflip_prob=2.0)
+    with pytest.raises(ValueError, match="crop_scale"):
+        ForComp(train_cache, "train", size=32, crop_scale="random")
+
+
+def test_crop_sampling_is_torchvisions():
+    """Same distribution as RandomResizedCrop.get_params (KS on every coordinate), and the same
+    centre-crop fallback when no try fits."""
+    cfg = RecombineConfig(crop_scale=(0.08, 1.0), hflip_prob=0.5)
+    H, W, n = 150, 190, 6000
+    u = torch.rand(n, 2 * CROP_TRIES + 3, generator=torch.Generator().manual_seed(0))
+    c = sample_crop(torch.tensor([[H, W]] * n), cfg, u, (64, 64))
+    torch.manual_seed(0)
+    ref = np.array(
+        [v2.RandomResizedCrop.get_params(torch.zeros(1, H, W), (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)]
+    )
+    ours = torch.stack([c.y0, c.x0, c.h, c.w], 1).numpy()
+    for k in range(4):
+        grid = np.concatenate([ours[:, k], ref[:, k]])
+        fa = np.searchsorted(np.sort(ours[:, k]), grid, side="right") / n
+        fb = np.searchsorted(np.sort(ref[:, k]), grid, side="right") / n
+        assert np.abs(fa - fb).max() < 0.04, k
+    assert (c.x0 + c.w <= W).all() and (c.y0 + c.h <= H).all() and (c.x0 >= 0).all()
+    assert abs(float(c.flip.float().mean()) - 0.5) < 0.03
+    # nothing fits (every try is wider than the image): torchvision's centre-crop fallback
+    wide = RecombineConfig(crop_scale=(1.0, 1.0), crop_ratio=(2.0, 2.0))
+    fb = sample_crop(torch.tensor([[100, 100]]), wide, torch.rand(1, 2 * CROP_TRIES + 2), (32, 32))
+    i, j, h, w = v2.RandomResizedCrop.get_params(torch.zeros(1, 100, 100), (1.0, 1.0), (2.0, 2.0))
+    assert [int(fb.y0), int(fb.x0), int(fb.h), int(fb.w)] == [i, j, h, w]
+
+
+def test_loader_is_a_real_loader(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    loader = ds.loader(5)
+    assert isinstance(loader, ForCompLoader)
+    assert len(loader) == 3 and loader.dataset is ds and loader.batch_size == 5 and loader.sampler is not None
+    e0 = [(x.clone(), y.clone()) for x, y in loader]
+    e1 = [(x.clone(), y.clone()) for x, y in loader]  # a second epoch, not an empty one
+    assert sum(len(y) for _, y in e0) == sum(len(y) for _, y in e1) == len(ds)
+    assert isinstance(e0[0][0], tv_tensors.Image)
+    assert not torch.equal(torch.cat([x for x, _ in e0]), torch.cat([x for x, _ in e1]))  # new draws
+    loader.set_epoch(0)
+    again = [x for x, _ in loader]
+    assert all(torch.equal(a, b) for a, b in zip(again, [x for x, _ in e0], strict=True))  # replayable
+
+
+def test_set_epoch_reaches_a_distributed_sampler_and_the_dataset(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    sampler = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=0)
+    loader = ds.loader(3, sampler=sampler)
+    assert len(loader) == 2
+    loader.set_epoch(4)
+    first = torch.cat([y for _, y in loader])
+    assert sampler.epoch == 4 and ds.epoch == 4
+    # the script's own sampler.set_epoch (torchvision's train.py) is honoured too
+    sampler.set_epoch(7)
+    list(loader)
+    assert ds.epoch == 7
+    sampler.set_epoch(4)
+    assert torch.equal(torch.cat([y for _, y in loader]), first)
+
+
+def test_crops_and_flips_differ_within_a_batch_and_loader_equals_ds_i(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=1, return_masks=True)
+    crops = torch.stack([ds.load_parts(i)["crop"] for i in range(len(ds))])
+    assert len({tuple(c[:4].tolist()) for c in crops}) == len(ds)  # a crop box per sample
+    assert 0 < crops[:, 4].sum() < len(ds)  # some flipped, some not
+    for workers in (0, 2):
+        imgs, _, masks = next(iter(ds.loader(len(ds), shuffle=False, num_workers=workers)))
+        for i in (0, 5, 11):
+            x, _, m = ds[i]
+            torch.testing.assert_close(imgs[i], x.as_subclass(torch.Tensor), atol=1e-6, rtol=0)
+            torch.testing.assert_close(masks[i], m.as_subclass(torch.Tensor), atol=1e-6, rtol=0)
+
+
+def test_masks_stay_on_the_object_through_the_fused_crop_and_flip(train_cache):
+    ds = ForComp(
+        train_cache, "train", size=48, seed=2, return_masks=True, mask_smoothing_sigma=0, crop_scale=(0.3, 1)
+    )
+    images, _, masks = next(iter(ds.loader(12, shuffle=False)))
+    solid = masks > 0.99
+    assert solid.any(dim=(1, 2)).sum() >= 6
+    colours = images.permute(0, 2, 3, 1)[solid]
+    torch.testing.assert_close(colours.mean(0), YELLOW, atol=0.03, rtol=0)
+    away = images.permute(0, 2, 3, 1)[masks == 0]
+    assert ((away - YELLOW).abs().sum(1) > 0.3).float().mean() > 0.97
+
+
+def test_paste_runs_in_the_workers_on_cpu(train_cache, monkeypatch):
+    calls = []
+    real = tr.Recombine.forward
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(tr.Recombine, "forward", counted)
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    list(ds.loader(4, num_workers=0))
+    assert len(calls) == 3  # serially here: once per batch
+    calls.clear()
+    loader = ds.loader(4, num_workers=2)
+    assert loader.paste_in_workers
+    assert sum(len(y) for _, y in loader) == len(ds)
+    assert calls == []  # the workers pasted, the main process did not
+
+
+def test_augment_hooks_move_masks_and_draw_per_sample(train_cache):
+    """A torchvision v2 random transform is applied sample by sample (given a batch it would draw
+    one crop for all); kornia gets the batch and draws per sample. Masks follow in both."""
+    K = pytest.importorskip("kornia.augmentation")
+    kw = {"size": 48, "seed": 3, "return_masks": True, "mask_smoothing_sigma": 0, "crop_scale": (0.5, 1)}
+    ds = ForComp(train_cache, "train", **kw)
+    tv = v2.RandomResizedCrop(40, scale=(0.2, 1.0), antialias=True)
+    kornia = K.AugmentationSequential(
+        K.RandomResizedCrop((40, 40), scale=(0.2, 1.0), p=1.0), data_keys=["input", "mask"]
+    )
+    for aug in (tv, kornia):
+        torch.manual_seed(0)
+        images, _, masks = next(iter(ds.loader(12, shuffle=False, augment=aug)))
+        assert images.shape == (12, 3, 40, 40) and masks.shape == (12, 40, 40)
+        assert isinstance(images, tv_tensors.Image) and isinstance(masks, tv_tensors.Mask)
+        solid = masks > 0.99
+        colours = images.permute(0, 2, 3, 1)[solid]
+        torch.testing.assert_close(colours.mean(0), YELLOW, atol=0.04, rtol=0)
+        shares = masks.flatten(1).mean(1)
+        assert len({round(float(s), 4) for s in shares}) > 6  # different crops per sample
+
+
+def test_random_v2_batch_transform_is_refused_with_the_way_out(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    for tf in (
+        v2.RandomHorizontalFlip(),
+        v2.Compose([v2.RandomResizedCrop(24), v2.Normalize([0.5] * 3, [0.5] * 3)]),
+    ):
+        with pytest.raises(ValueError, match="augment="):
+            ds.loader(4, batch_transform=tf)
+    ds.loader(4, batch_transform=v2.Normalize([0.5] * 3, [0.5] * 3))  # deterministic: fine
+    with pytest.raises(ValueError, match="size=None"):
+        ForComp(train_cache, "train", size=None).loader(4)
+
+
+def test_mix_hook_torchvision_mixup_cutmix(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    mix = v2.RandomChoice([v2.MixUp(num_classes=3), v2.CutMix(num_classes=3)])
+    norm = v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    images, targets = next(iter(ds.loader(6, batch_transform=norm, mix=mix)))
+    assert targets.shape == (6, 3) and torch.allclose(targets.sum(1), torch.ones(6))
+    assert (targets.max(1).values < 1).any()  # mixed, not one-hot
+    assert -1.5 < float(images.mean()) < 1.5 and float(images.std()) > 0.3  # normalised, not near-black
