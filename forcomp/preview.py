@@ -44,7 +44,8 @@ def render_preview(
     from forcomp.recombine.dataset import ForComp
 
     reader = CacheReader(cache, split)
-    ds = ForComp(cache, split=split, size=TILE, background="all", seed=seed)
+    # whole-background composites (no training crop/flip): the recombination itself, legible
+    ds = ForComp(cache, split=split, size=TILE, background="all", seed=seed, crop_scale=None, hflip_prob=0.0)
     order: list[int] = []
     seen: set[str] = set()
     for i, p in enumerate(ds.foregrounds):
