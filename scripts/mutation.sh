@@ -51,8 +51,8 @@ if [[ -z ${SUMMARY_ONLY:-} ]]; then
     mkdir -p mutants
     echo '*' > mutants/.gitignore  # mutmut's work folder never enters git, whatever .gitignore says
     echo "mutmut $("$PY" -c 'import importlib.metadata as m; print(m.version("mutmut"))'): ${PATTERNS[*]}"
-    # mutmut's progress spinner rewrites one line; keep only its final state in the log.
-    "$MUTMUT" run --max-children "$JOBS" "${PATTERNS[@]}" | tr '\r' '\n' | grep -v '^[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]' || true
+    # mutmut's progress spinner rewrites one line and it lists every killed mutant: keep the rest.
+    "$MUTMUT" run --max-children "$JOBS" "${PATTERNS[@]}" | tr '\r' '\n' | grep -v -E '^(⠋|⠙|⠹|⠸|⠼|⠴|⠦|⠧|⠇|⠏|🎉)' || true
 fi
 
 "$PY" - "${MODULES[@]}" <<'EOF'
@@ -71,7 +71,7 @@ if doc.exists():
     for line in doc.read_text(encoding="utf-8").splitlines():
         m = re.match(r"\|\s*`([^`]+__mutmut_\d+)`\s*\|(.*)\|\s*$", line)
         if m:
-            equivalent[m.group(1)] = m.group(2).strip()
+            equivalent[m.group(1)] = m.group(2).rsplit("|", 1)[-1].strip()  # the last cell: the reason
 status = 0
 for module in sys.argv[1:]:
     meta = Path("mutants") / (module + ".meta")

@@ -10,6 +10,7 @@ while the writer is frozen mid-write, then kills it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,14 +30,15 @@ CONFIG = {"split": "train", "segmenter": "classical", "inpainter": "telea", "bat
 
 # The child: a build whose n-th write of the chosen kind stops halfway.
 CHILD = r"""
-import os, sys, time
+import json, os, sys, time
 from pathlib import Path
 import forcomp.cache.atomic as atomic
 import forcomp.cache.index as index
 from forcomp.offline.config import BuildConfig
 from forcomp.offline.entry import build_cache
 
-source, cache, kind, nth, config = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), eval(sys.argv[5])
+source, cache, kind = sys.argv[1:4]
+nth, config = int(sys.argv[4]), json.loads(sys.argv[5])
 calls = 0
 
 def freeze(fd, written):
@@ -119,7 +121,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _run_until_frozen(source: Path, cache: Path, kind: str, nth: int) -> tuple[subprocess.Popen, str]:
     pkg_root = str(Path(forcomp.__file__).resolve().parents[1])  # the forcomp under test (also under mutmut)
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(source), str(cache), kind, str(nth), repr(CONFIG)],
+        [sys.executable, "-c", CHILD, str(source), str(cache), kind, str(nth), json.dumps(CONFIG)],
         cwd=pkg_root,
         env={**os.environ, "PYTHONPATH": pkg_root},
         stdout=subprocess.PIPE,
