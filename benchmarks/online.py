@@ -1,18 +1,23 @@
-"""Benchmark: online recombination throughput, forcomp's batched kernel vs a per-sample PIL pipeline.
+"""Benchmark: online recombination throughput, forcomp vs a ForNet-equivalent per-sample PIL pipeline.
 
-(a) ``pil``: a per-sample pipeline equivalent to ForNet's ``__getitem__`` (written here: PIL
-    decode, resize, Gaussian-feathered alpha paste on the full-size background, then
+Every pipeline produces the same training distribution: ForNet's paste on the full-resolution
+background (``paste_pre_transform=True``), then RandomResizedCrop(224) + flip + normalize.
+
+(a) ``pil``: per-sample pipeline equivalent to ForNet's ``__getitem__`` (written here: PIL decode,
+    resize, Gaussian-feathered alpha paste on the full-size background, then torchvision's
     RandomResizedCrop(224) + flip + normalize), in a DataLoader.
-(b) ``forcomp-cpu``: ``ForComp.loader`` (workers decode; one batched paste on the CPU), then a
-    batched per-sample RandomResizedCrop (``roi_align``) + flip + normalize.
-(c) ``forcomp-cuda``: the same on CUDA, when present.
-Plus the kernel alone: recombining one 256-image 224² batch (``composite``) on each device, with
-the default method (``auto``: per-object windows on the CPU) and the batched ``matrix`` one; and
-single-thread costs of each stage, which show where the time of both pipelines goes.
-Same synthetic cache (ImageNet-sized 500x375 backgrounds), medians over repeats. Prints a table
-and writes ``benchmarks/results/online.json``.
+(b) ``forcomp fast``: ``ForComp(split="train", size=224).loader(...)`` with the crop and flip fused
+    into the recombination (each pixel resampled once from the full-resolution parts); on a CPU
+    device the workers paste per batch, then the main process normalises.
+(c) ``forcomp per-sample``: ``ForComp(size=None, transform=<the same v2 transform as (a)>)`` in a
+    DataLoader (ImageFolder's contract).
+Each on one thread (no workers, ``torch.set_num_threads(1)``) and with ``--workers`` DataLoader
+workers. Plus the worker side alone (read, decode, crop, collate: what feeds a GPU; and with the
+paste: what a CPU worker does), one thread; the kernel alone on one 256-image 224² batch; and
+single-thread costs of each stage. Same synthetic cache (ImageNet-sized 500x375 backgrounds),
+medians over repeats. Prints a table and writes ``benchmarks/results/online.json``.
 
-    python benchmarks/online.py [--items 512] [--batch 64] [--workers 2] [--repeats 3]
+    python benchmarks/online.py [--items 256] [--batch 64] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode
-from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from forcomp import ForComp
@@ -40,7 +44,6 @@ from forcomp.cache.reader import CacheReader
 from forcomp.recombine.dataset import _decode, collate_parts
 from forcomp.recombine.functional import composite
 from forcomp.recombine.params import RecombineConfig, sample_params
-from forcomp.recombine.transform import Recombine
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -78,15 +81,7 @@ class PILRecombine(Dataset):
     def __init__(self, cache: Path) -> None:
         self.reader = CacheReader(cache, "train")
         self.cfg = RecombineConfig()
-        self.tf = v2.Compose(
-            [
-                v2.RandomResizedCrop(224, antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist()),
-            ]
-        )
+        self.tf = v2_train_transform()
 
     def __len__(self) -> int:
         return len(self.reader.foregrounds)
@@ -113,42 +108,21 @@ class PILRecombine(Dataset):
         return self.tf(bg), 0
 
 
-def rrc_flip_normalize(
-    images: torch.Tensor, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor, out: int = 224
-) -> torch.Tensor:
-    """Per-sample RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + flip + normalize of a batch.
-
-    Same draws on every device; on CUDA one batched ``roi_align``, on the CPU a loop of
-    antialiased resizes of each crop (a CPU runs those ~5x faster than ``roi_align``).
-    """
-    B, _, H, W = images.shape
-    dev = images.device
-    area = H * W * torch.empty(B, device=dev).uniform_(0.08, 1.0, generator=g)
-    logr = torch.empty(B, device=dev).uniform_(np.log(3 / 4), np.log(4 / 3), generator=g)
-    r = torch.exp(logr)
-    w = torch.sqrt(area * r).clamp(8, W)
-    h = torch.sqrt(area / r).clamp(8, H)
-    x0 = torch.rand(B, device=dev, generator=g) * (W - w)
-    y0 = torch.rand(B, device=dev, generator=g) * (H - h)
-    flip = torch.rand(B, device=dev, generator=g) < 0.5
-    if dev.type == "cpu":
-        crops = torch.empty(B, 3, out, out)
-        rows = zip(x0.round().long().tolist(), y0.round().long().tolist(), w.round().long().tolist(),
-                   h.round().long().tolist(), flip.tolist(), strict=True)  # fmt: skip
-        for i, (x, y, cw, ch, f) in enumerate(rows):
-            c = torch.nn.functional.interpolate(
-                images[i : i + 1, :, y : y + ch, x : x + cw], size=(out, out), mode="bilinear", antialias=True
-            )[0]
-            crops[i] = c.flip(-1) if f else c
-        return crops.sub_(mean).div_(std)
-    boxes = torch.stack([torch.arange(B, device=dev, dtype=images.dtype), x0, y0, x0 + w, y0 + h], 1)
-    crops = roi_align(images, boxes, (out, out), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
-    return (crops - mean) / std
+def v2_train_transform() -> v2.Compose:
+    """ForNet's recipe after the paste: RandomResizedCrop(224) + flip + normalize (PIL in)."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(224, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist()),
+        ]
+    )
 
 
 def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
-    """Single-thread milliseconds per image of each stage, to explain the pipelines' ratio."""
+    """Single-thread milliseconds per image of each stage, to explain the pipelines' ratios."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -156,13 +130,12 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
         fgb = [reader.fg_bytes(p) for p in reader.foregrounds[:n]]
         bgb = [reader.bg_bytes(p) for p in reader.backgrounds[:n]]
         pil = PILRecombine(cache)
-        ds = ForComp(cache, "train", size=256, background="all", seed=0)
+        ds = ForComp(cache, "train", size=224, background="all", seed=0)
+        per_sample = ForComp(cache, "train", size=None, background="all", seed=0)
         samples = [ds.load_parts(i) for i in range(n)]
         parts = collate_parts(samples)
-        rec = Recombine(ds.config, seed=0)
+        rec = ds._recombine
         params = rec.make_params(parts)
-        images = rec(parts, params)[0].as_subclass(torch.Tensor)
-        g = torch.Generator().manual_seed(0)
 
         def ms(fn) -> float:
             times = []
@@ -186,10 +159,14 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
                 ]
             ),
             "PIL pipeline, whole __getitem__": ms(lambda: [pil[i] for i in range(n)]),
-            "forcomp worker: load_parts (decode, resize)": ms(lambda: [ds.load_parts(i) for i in range(n)]),
+            "forcomp worker: load_parts (decode, draw, crop+resize bg, shrink fg)": ms(
+                lambda: [ds.load_parts(i) for i in range(n)]
+            ),
             "forcomp worker: collate": ms(lambda: collate_parts(samples)),
-            "forcomp main: Recombine (paste)": ms(lambda: rec(parts, params)),
-            "forcomp main: RRC + flip + normalize": ms(lambda: rrc_flip_normalize(images, g, MEAN, STD)),
+            "forcomp: paste (window kernel, per batch)": ms(lambda: rec(parts, params)),
+            "forcomp per-sample path: ds[i] without transform (PIL out)": ms(
+                lambda: [per_sample[i] for i in range(n)]
+            ),
         }
     finally:
         torch.set_num_threads(threads)
@@ -238,38 +215,75 @@ def kernel_rate(device: str, repeats: int, B: int = 256, kernel: str = "auto") -
     return B / statistics.median(times[2 if compiled else 1 :])
 
 
+def worker_rate(ds: ForComp, batch: int, repeats: int, paste: bool) -> float:
+    """Images per second of the worker side on one thread: load_parts + collate (+ the paste)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rates = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(0, len(ds), batch):
+                parts = collate_parts([ds.load_parts(j) for j in range(i, min(i + batch, len(ds)))])
+                if paste:
+                    ds._recombine(parts)
+            rates.append(len(ds) / (time.perf_counter() - t))
+        return statistics.median(rates)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=512)
+    ap.add_argument("--items", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "online.json")
     args = ap.parse_args()
     cache = make_cache(Path(tempfile.mkdtemp(prefix="forcomp-online-")), args.items)
-    rows = {}
-    pil = PILRecombine(cache)
-    rows["pil (ForNet-style per sample)"] = time_loader(
-        lambda: DataLoader(pil, batch_size=args.batch, num_workers=args.workers), args.items, args.repeats
-    )
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     threads = torch.get_num_threads()
-    for dev in devices:
-        ds = ForComp(cache, "train", size=256, background="all", seed=0)
-        g = torch.Generator(device=dev).manual_seed(0)
-        mean, std = MEAN.to(dev), STD.to(dev)  # once, outside the timed loop (a copy is a sync)
-        # On the CPU the main process's kernel shares the cores with the decoding workers: give it
-        # the cores the workers leave (oversubscribing them cost 25% in a measured run).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers) if dev == "cpu" else threads)
-        rows[f"forcomp-{dev}"] = time_loader(
-            lambda: (
-                (rrc_flip_normalize(x, g, mean, std), y)  # noqa: B023 (the lambda runs within this iteration)
-                for x, y in ds.loader(args.batch, num_workers=args.workers, device=dev)  # noqa: B023
-            ),
+    pil = PILRecombine(cache)
+    fast = ForComp(cache, "train", size=224, background="all", seed=0)
+    per_sample = ForComp(cache, "train", size=None, background="all", seed=0, transform=v2_train_transform())
+    norm = v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())
+    rows: dict[str, tuple[float, list[float]]] = {}
+    settings = [("1 thread", 0), (f"{args.workers} workers", args.workers)]
+    for label, nw in settings:
+        # one thread: everything in the main process on one core; with workers, the main process
+        # only normalises (the workers paste), so it keeps torch's default threads
+        torch.set_num_threads(1 if nw == 0 else threads)
+        rows[f"pil ForNet-equivalent, {label}"] = time_loader(
+            lambda nw=nw: DataLoader(pil, batch_size=args.batch, num_workers=nw), args.items, args.repeats
+        )
+        rows[f"forcomp fast (crop+flip fused), {label}"] = time_loader(
+            lambda nw=nw: fast.loader(args.batch, num_workers=nw, batch_transform=norm),
+            args.items,
+            args.repeats,
+        )
+        rows[f"forcomp per-sample (size=None), {label}"] = time_loader(
+            lambda nw=nw: DataLoader(per_sample, batch_size=args.batch, num_workers=nw),
             args.items,
             args.repeats,
         )
     torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        mean, std = MEAN.cuda(), STD.cuda()  # once, outside the timed loop (a copy is a sync)
+        rows[f"forcomp fast, cuda, {args.workers} workers"] = time_loader(
+            lambda: (
+                ((x - mean) / std, y)
+                for x, y in fast.loader(args.batch, num_workers=args.workers, device="cuda")
+            ),
+            args.items,
+            args.repeats,
+        )
+    workers = {
+        "worker side: read, decode, crop, collate (feeds a GPU)": worker_rate(
+            fast, args.batch, args.repeats, False
+        ),
+        "worker side + paste (a CPU worker)": worker_rate(fast, args.batch, args.repeats, True),
+    }
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     kernel = {
         f"{dev}, {k}": kernel_rate(dev, args.repeats, kernel=k)
         for dev in devices
@@ -277,15 +291,19 @@ def main() -> None:
         if dev == "cuda" or k != "matrix, compiled"  # compiling for the CPU: minutes, not the CPU's path
     }
     stages = stage_costs(cache)
-    base = rows["pil (ForNet-style per sample)"][0]
-    print(f"{'pipeline':<32} {'img/s':>9} {'img/s/core':>11} {'vs pil':>7}")
+    pil_one = rows["pil ForNet-equivalent, 1 thread"][0]
+    print(f"{'pipeline':<46} {'img/s':>8} {'vs pil, same setting':>21}")
     for name, (rate, _) in rows.items():
-        print(f"{name:<32} {rate:>9.1f} {rate / args.workers:>11.1f} {rate / base:>6.2f}x")
+        setting = name.rsplit(", ", 1)[-1]
+        base = rows.get(f"pil ForNet-equivalent, {setting}", (pil_one, []))[0]
+        print(f"{name:<46} {rate:>8.1f} {rate / base:>20.2f}x")
+    for name, rate in workers.items():
+        print(f"{name:<56} {rate:>8.1f} img/s/core  {rate / pil_one:>5.2f}x pil per core")
     for dev, r in kernel.items():
-        print(f"{'kernel only, 256x224², ' + dev:<32} {r:>9.0f}")
+        print(f"{'kernel only, 256x224², ' + dev:<46} {r:>8.0f}")
     print("\nstage costs, one thread, ms per image:")
     for name, v in stages.items():
-        print(f"  {name:<46} {v:>6.2f}")
+        print(f"  {name:<66} {v:>6.2f}")
     machine = f"{platform.machine()}, {os.cpu_count()} cores" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     )
@@ -300,6 +318,7 @@ def main() -> None:
                 "machine": machine,
                 "settings": vars(args) | {"out": os.path.relpath(args.out)},
                 "pipelines": {k: {"img_per_s": v[0], "runs": v[1]} for k, v in rows.items()},
+                "worker_side_img_per_s_one_thread": workers,
                 "kernel_img_per_s": kernel,
                 "stage_ms_per_image_one_thread": stages,
             },
