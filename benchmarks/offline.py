@@ -17,6 +17,10 @@ official file names and loaded by forcomp exactly as real ones would be. Random 
 output, not the compute (detection boxes are capped at ``--max-detections`` so SAM's decoder does a
 realistic amount of work). Output says which.
 
+The SAM image-encoder batch is the one forcomp picks from the device's free memory (reported);
+on CUDA the JSON also holds each stage's peak GPU memory (``torch.cuda.max_memory_allocated`` over
+the stage's calls, resident models included).
+
 Prints a table and writes ``benchmarks/results/offline.json``. On a CPU-only machine keep it small
 (the default is 2 images); on a GPU use e.g. ``--images 64 --batch-size 16``.
 
@@ -324,22 +328,32 @@ def bench_device(
     from forcomp.offline.inpainters import INPAINTERS
     from forcomp.offline.segmenters import SEGMENTERS
 
-    bs = args.batch_size
-    batches = [(images[i : i + bs], classes[i : i + bs]) for i in range(0, len(images), bs)]
     rows: list[dict[str, Any]] = []
+    on_cuda = device.startswith("cuda")
+    peaks: dict[str, int] = {}
 
-    def row(stage: str, model: str, seconds: float, n: int, note: str = "") -> None:
-        rows.append(
-            {
-                "device": device,
-                "stage": stage,
-                "model": model,
-                "images": n,
-                "seconds": seconds,
-                "img_per_s": n / seconds,
-                "note": note,
-            }
-        )
+    def stage_timed(key: str, fn: Any) -> tuple[Any, float]:
+        """``timed``, also keeping the stage's peak GPU memory over all its calls."""
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        out, dt = timed(fn, device)
+        if on_cuda:
+            peaks[key] = max(peaks.get(key, 0), torch.cuda.max_memory_allocated(device))
+        return out, dt
+
+    def row(stage: str, model: str, seconds: float, n: int, note: str = "", peak: str | None = None) -> None:
+        r: dict[str, Any] = {
+            "device": device,
+            "stage": stage,
+            "model": model,
+            "images": n,
+            "seconds": seconds,
+            "img_per_s": n / seconds,
+            "note": note,
+        }
+        if on_cuda and peak is not None:
+            r["peak_gpu_mib"] = round(peaks.get(peak, 0) / 2**20, 1)
+        rows.append(r)
         log.info("%s %-8s %-28s %.3f img/s", device, stage, model, n / seconds)
 
     grounded = SEGMENTERS.build(
@@ -349,10 +363,14 @@ def bench_device(
         sam="vit_b",
         max_detections=args.max_detections,
         box_threshold=0.0,
-        encoder_batch_size=bs,
-        detector_batch_size=bs,
     )
-    sam_only = SEGMENTERS.build("sam", weights_dir=wdir, device=device, model="vit_b", encoder_batch_size=bs)
+    # the SAM encoder batch: forcomp's own choice from the free memory (encoder_batch_size="auto");
+    # without --batch-size the pipeline batch is that too (at most the number of images)
+    sam_batch = grounded.sam.predictor.encoder_batch_size
+    bs = args.batch_size or min(sam_batch, len(images))
+    grounded.detector.batch_size = bs
+    batches = [(images[i : i + bs], classes[i : i + bs]) for i in range(0, len(images), bs)]
+    sam_only = SEGMENTERS.build("sam", weights_dir=wdir, device=device, model="vit_b")
     sam_only.predictor = grounded.sam.predictor  # one SAM in memory for both
     lama = INPAINTERS.build("lama", weights_dir=wdir, device=device, max_batch=bs)
 
@@ -365,9 +383,9 @@ def bench_device(
     masks: list[np.ndarray] = []
     for imgs, cls in batches:
         prompts = [grounded.prompts(c) for c in cls]
-        dets, dt = timed(lambda: grounded.detector.detect(imgs, prompts), device)  # noqa: B023
+        dets, dt = stage_timed("detect", lambda: grounded.detector.detect(imgs, prompts))  # noqa: B023
         t_det += dt
-        emb, dt = timed(lambda: grounded.sam.predictor.embed(imgs), device)  # noqa: B023
+        emb, dt = stage_timed("encoder", lambda: grounded.sam.predictor.embed(imgs))  # noqa: B023
         t_emb += dt
 
         def decode(imgs: list[np.ndarray], dets: list[Any], emb: torch.Tensor) -> list[np.ndarray]:
@@ -380,10 +398,10 @@ def bench_device(
                 out.append(flat[0].mask if flat else np.zeros(im.shape[:2], bool))
             return out
 
-        ms, dt = timed(lambda: decode(imgs, dets, emb), device)  # noqa: B023
+        ms, dt = stage_timed("boxes", lambda: decode(imgs, dets, emb))  # noqa: B023
         t_dec += dt
         masks += ms
-        _, dt = timed(lambda: sam_only.segment(imgs, cls), device)  # noqa: B023
+        _, dt = stage_timed("sam", lambda: sam_only.segment(imgs, cls))  # noqa: B023
         t_sam += dt
     n = len(images)
     # Masks from random weights can be empty or huge; inpaint a realistic hole where they are.
@@ -396,40 +414,66 @@ def bench_device(
             m = ((yy - h / 2) / (0.3 * h)) ** 2 + ((xx - w / 2) / (0.3 * w)) ** 2 <= 1
         holes.append(m)
     for i in range(0, n, bs):
-        _, dt = timed(lambda: lama.inpaint(images[i : i + bs], holes[i : i + bs]), device)  # noqa: B023
+        _, dt = stage_timed("lama", lambda: lama.inpaint(images[i : i + bs], holes[i : i + bs]))  # noqa: B023
         t_lama += dt
 
-    row("detect", "grounding-dino-tiny", t_det, n, f"prompts: class + 2 WordNet parents; batch {bs}")
-    row("segment", "sam_vit_b (encoder)", t_emb, n, f"image encoder, batch {bs}")
+    enc_note = f"image encoder, batch {min(bs, sam_batch)} (forcomp's choice from free memory: {sam_batch})"
+    row(
+        "detect", "grounding-dino-tiny", t_det, n, f"prompts: class + 2 WordNet parents; batch {bs}", "detect"
+    )
+    row("segment", "sam_vit_b (encoder)", t_emb, n, enc_note, "encoder")
     row(
         "segment",
         "sam_vit_b (boxes)",
         t_dec,
         n,
         f"decode <= {args.max_detections} detector boxes/image + clean-up",
+        "boxes",
     )
-    row("segment", "sam_vit_b (sam backend)", t_sam, n, "encoder + center/image box prompts, 3 candidates")
-    row("inpaint", "big-lama", t_lama, n, f"full resolution, batch {bs}")
+    row(
+        "segment",
+        "sam_vit_b (sam backend)",
+        t_sam,
+        n,
+        "encoder + center/image box prompts, 3 candidates",
+        "sam",
+    )
+    row("inpaint", "big-lama", t_lama, n, f"full resolution, batch {bs}", "lama")
     if args.with_sd:
         sd = INPAINTERS.build("sd", weights_dir=wdir, device=device, steps=args.sd_steps, max_batch=bs)
         sd.inpaint(one, [holes[0]])
         t_sd = 0.0
         for i in range(0, n, bs):
-            _, dt = timed(lambda: sd.inpaint(images[i : i + bs], holes[i : i + bs]), device)  # noqa: B023
+            _, dt = stage_timed("sd", lambda: sd.inpaint(images[i : i + bs], holes[i : i + bs]))  # noqa: B023
             t_sd += dt
-        row("inpaint", "stable-diffusion-2-inpainting", t_sd, n, f"{args.sd_steps} steps at 512, batch {bs}")
+        row(
+            "inpaint",
+            "stable-diffusion-2-inpainting",
+            t_sd,
+            n,
+            f"{args.sd_steps} steps at 512, batch {bs}",
+            "sd",
+        )
     # end to end (stages in sequence, excluding decode/encode of files): 1 / sum of per-image times
     e2e_g = t_det + t_emb + t_dec + t_lama
     e2e_s = t_sam + t_lama
     row("total", "grounded-sam + lama", e2e_g, n, "detect + SAM encoder + boxes + LaMa")
     row("total", "sam + lama", e2e_s, n, "SAM backend + LaMa")
+    for r in rows:
+        r["sam_encoder_batch"] = sam_batch
+        r["batch_size"] = bs
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per pipeline batch (default: the SAM encoder batch forcomp picks from free memory)",
+    )
     p.add_argument("--device", default="all", help="cpu, cuda, or all (cpu, plus cuda when available)")
     p.add_argument("--weights", type=Path, default=None, help="use real checkpoints from this directory")
     p.add_argument("--with-sd", action="store_true", help="also time the diffusion inpainter (slow on CPU)")
@@ -438,8 +482,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "offline.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
     needed = ["sam_vit_b_01ec64.pth", "big-lama.pt", "grounding-dino-tiny/config.json"]
     if args.with_sd:
         needed.append("stable-diffusion-2-inpainting/model_index.json")
@@ -468,12 +510,14 @@ def main(argv: list[str] | None = None) -> int:
         f", {gpu}" if gpu else ", no GPU"
     )
     print(f"\nforcomp offline build, per stage ({machine}); weights: {weights_note}")
-    print(f"{len(images)} images of 500x375, batch size {args.batch_size}, torch {torch.__version__}\n")
-    print("| device | stage | model | img/s | s/img | note |\n|---|---|---|---|---|---|")
+    batch = sorted({(r["device"], r["batch_size"], r["sam_encoder_batch"]) for r in rows})
+    batch_text = ", ".join(f"{d}: batch {b} (SAM encoder batch picked: {s})" for d, b, s in batch)
+    print(f"{len(images)} images of 500x375, {batch_text}, torch {torch.__version__}\n")
+    print("| device | stage | model | img/s | s/img | peak GPU MiB | note |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['device']} | {r['stage']} | {r['model']} | {r['img_per_s']:.3f} "
-            f"| {1 / r['img_per_s']:.2f} | {r['note']} |"
+            f"| {1 / r['img_per_s']:.2f} | {r.get('peak_gpu_mib', '-')} | {r['note']} |"
         )
     result = {
         "benchmark": "offline build per stage (benchmarks/offline.py)",
@@ -483,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "images": len(images),
         "image_size": [500, 375],
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or "auto (the SAM encoder batch forcomp picks, per device)",
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

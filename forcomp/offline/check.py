@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -314,18 +315,14 @@ def check_backends(
         res = BackendCheck("segmenter", spec.name, metric="mask_iou")
         results.append(res)
         try:
-            seg, res.load_s = _timed(
-                lambda spec=spec: SEGMENTERS.build(
-                    spec.name, weights_dir=wdir, device=device, **opts.get(spec.name, {})
-                ),
-                device,
-            )
+            build = partial(SEGMENTERS.build, spec.name, weights_dir=wdir, device=device)
+            seg, res.load_s = _timed(partial(build, **opts.get(spec.name, {})), device)
             res.weights = getattr(seg, "weights_id", None)
-            cands, dt = _timed(lambda seg=seg: seg.segment(pics, ["object"] * len(pics)), device)
+            cands, dt = _timed(partial(seg.segment, pics, ["object"] * len(pics)), device)
             res.sample_s_per_image = dt / len(pics)
             seg_masks[spec.name] = [_best_mask(c, p.shape[:2]) for c, p in zip(cands, pics, strict=True)]
             cands, dt = _timed(
-                lambda seg=seg: seg.segment([s.image for s in truth], ["object"] * len(truth)), device
+                partial(seg.segment, [s.image for s in truth], ["object"] * len(truth)), device
             )
             res.truth_s_per_image = dt / len(truth)
             for c, s in zip(cands, truth, strict=True):
@@ -354,24 +351,18 @@ def check_backends(
         res = BackendCheck("inpainter", spec.name, metric="hole_psnr_db")
         results.append(res)
         try:
-            inp, res.load_s = _timed(
-                lambda spec=spec: INPAINTERS.build(
-                    spec.name, weights_dir=wdir, device=device, **opts.get(spec.name, {})
-                ),
-                device,
-            )
+            build = partial(INPAINTERS.build, spec.name, weights_dir=wdir, device=device)
+            inp, res.load_s = _timed(partial(build, **opts.get(spec.name, {})), device)
             res.weights = getattr(inp, "weights_id", None)
             holes = [hole_mask(m, DILATE_PX) for m in photo_holes]
-            filled, dt = _timed(lambda inp=inp, holes=holes: inp.inpaint(pics, holes), device)
+            filled, dt = _timed(partial(inp.inpaint, pics, holes), device)
             res.sample_s_per_image = dt / len(pics)
             fills[spec.name] = [
                 feathered_blend(p, f, m, dilate_px=DILATE_PX, feather_px=FEATHER_PX)
                 for p, f, m in zip(pics, filled, photo_holes, strict=True)
             ]
             holes = [hole_mask(s.mask, DILATE_PX) for s in truth]
-            filled, dt = _timed(
-                lambda inp=inp, holes=holes: inp.inpaint([s.image for s in truth], holes), device
-            )
+            filled, dt = _timed(partial(inp.inpaint, [s.image for s in truth], holes), device)
             res.truth_s_per_image = dt / len(truth)
             for s, f, hole in zip(truth, filled, holes, strict=True):
                 bg = feathered_blend(s.image, f, s.mask, dilate_px=DILATE_PX, feather_px=FEATHER_PX)

@@ -137,11 +137,14 @@ def _edge_object_scene(h: int, w: int, obj_rows: int) -> tuple[np.ndarray, np.nd
     return img, m
 
 
-def test_object_does_not_leak_through_padding(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_object_does_not_leak_through_padding(tmp_path, device):
     """A hole on the bottom edge of an image padded to its batch's height must be filled from the
     background only: the reflected padding holds the mirrored object and must count as hole too."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     make_diffusion_lama(tmp_path / LAMA_FILE)
-    inp = build_lama_inpainter(weights_dir=tmp_path, device="cpu", max_batch=2)
+    inp = build_lama_inpainter(weights_dir=tmp_path, device=device, max_batch=2)
     small, small_mask = _edge_object_scene(40, 64, 12)
     tall, tall_mask = _edge_object_scene(56, 64, 4)
     # 40x64 and 56x64 group together (86 % of the padded area is image): 16 mirrored rows

@@ -307,3 +307,18 @@ def test_out_of_memory_batch_is_split_and_retried(global_sam, monkeypatch):
     monkeypatch.setattr(enc, "forward", other_error)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         seg.predictor.embed(imgs[:2])
+
+
+@pytest.mark.gpu
+def test_encoder_batch_from_cuda_free_memory(global_sam):
+    """On CUDA the batch follows ``torch.cuda.mem_get_info``; the encoder then runs at that batch."""
+    _skip_without("cuda")
+    from forcomp.offline.segmenters import sam as sam_mod
+
+    seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cuda")
+    free, _ = torch.cuda.mem_get_info()
+    per_image = sam_mod.encoder_bytes_per_image(seg.predictor.model.image_encoder, dtype_bytes=2)
+    expected = max(1, min(16, int(free * 0.6) // per_image))
+    assert abs(seg.predictor.encoder_batch_size - expected) <= 1  # free memory moves a little
+    emb = seg.predictor.embed(_images())
+    assert emb.shape == (3, 256, 64, 64) and emb.device.type == "cuda"
