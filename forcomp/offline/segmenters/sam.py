@@ -318,7 +318,7 @@ def is_out_of_memory(e: BaseException) -> bool:
     """A CUDA OOM, or the CPU allocator failing to allocate."""
     import torch
 
-    if isinstance(e, torch.OutOfMemoryError):
+    if isinstance(e, torch.cuda.OutOfMemoryError):  # torch.OutOfMemoryError from torch 2.5 on, same class
         return True
     msg = str(e)
     return isinstance(e, RuntimeError) and (
@@ -410,7 +410,7 @@ class SamBoxPredictor:
                 use_amp = self.amp and self.device.type == "cuda"
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     return self.model.image_encoder(x).float()
-        except (torch.OutOfMemoryError, RuntimeError) as e:
+        except RuntimeError as e:  # torch's OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(e) or len(images) == 1:
                 raise
         # Retried outside the except block, so the failed call's frames and tensors are freed first.
