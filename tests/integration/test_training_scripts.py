@@ -179,7 +179,13 @@ def test_torchvision_reference_loop_fast_path(cache):
     mixup_cutmix = v2.RandomChoice(
         [v2.MixUp(alpha=1.0, num_classes=NUM_CLASSES), v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES)]
     )
-    data_loader = ds.loader(3, sampler=sampler, batch_transform=v2.Normalize(MEAN, STD), mix=mixup_cutmix)
+    data_loader = ds.loader(
+        3,
+        sampler=sampler,
+        augment=v2.Compose([v2.TrivialAugmentWide(), v2.RandomErasing(0.25)]),  # README's shape
+        batch_transform=v2.Normalize(MEAN, STD),
+        mix=mixup_cutmix,
+    )
     assert len(data_loader) == 2 and data_loader.sampler is sampler
     seen = []
     for epoch in range(2):
