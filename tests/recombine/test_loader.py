@@ -187,3 +187,55 @@ def test_mix_hook_torchvision_mixup_cutmix(train_cache):
     assert targets.shape == (6, 3) and torch.allclose(targets.sum(1), torch.ones(6))
     assert (targets.max(1).values < 1).any()  # mixed, not one-hot
     assert -1.5 < float(images.mean()) < 1.5 and float(images.std()) > 0.3  # normalised, not near-black
+
+
+def test_orig_img_prob_with_the_fused_crop_and_the_per_sample_path(built_cache):
+    """The untouched source image goes through the same crop and flip as a recombination (fused),
+    or whole to the user's transform (size=None); its mask is empty."""
+    from PIL import Image
+
+    from forcomp.decode import load_rgb
+
+    source, cache = built_cache
+    fused = ForComp(
+        cache,
+        "val",
+        size=48,
+        orig_img_prob=1.0,
+        return_masks=True,
+        seed=0,
+        crop_scale=(0.3, 1),
+        hflip_prob=0.5,
+    )
+    parts = fused.load_parts(0)
+    x0, y0, w, h, flip = (int(v) for v in parts["crop"].tolist())
+    img, _, m = fused[0]
+    assert m.sum() == 0
+    src = torch.from_numpy(load_rgb(fused._source_path(fused.foregrounds[0])).copy()).permute(2, 0, 1)
+    ref = (
+        torch.nn.functional.interpolate(
+            src[None, :, y0 : y0 + h, x0 : x0 + w].float(), size=(48, 48), mode="bilinear", antialias=True
+        )[0]
+        / 255
+    )
+    ref = ref.flip(-1) if flip else ref
+    assert (img - ref).abs().mean() < 0.01
+    per_sample = ForComp(cache, "val", size=None, orig_img_prob=1.0, return_masks=True, seed=0)
+    pil, _, pm = per_sample[0]
+    assert isinstance(pil, Image.Image) and pil.size == (src.shape[2], src.shape[1]) and pm.sum() == 0
+    assert torch.equal(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1), src)
+
+
+@pytest.mark.gpu
+def test_cuda_loader_gives_the_cpu_picture(train_cache):
+    """Workers decode and crop, the GPU pastes (compiled matrix kernel): item i equals ds[i] on the
+    CPU (window kernel) up to the kernels' float rounding."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    ds = ForComp(train_cache, "train", size=48, seed=0, return_masks=True)
+    images, labels, masks = next(iter(ds.loader(12, shuffle=False, device="cuda", num_workers=2)))
+    assert images.is_cuda and masks.is_cuda and labels.is_cuda
+    for i in range(12):
+        x, _, m = ds[i]
+        assert (images[i].cpu() - x).abs().max() < 0.03
+        assert (masks[i].cpu() - m).abs().max() < 0.05
