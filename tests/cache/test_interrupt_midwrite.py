@@ -184,7 +184,8 @@ def test_kill_mid_index_line(clean, tmp_path, nth):
     # The reader returns exactly the records of the complete lines, the broken one is skipped.
     clean_records = {k: _content(r) for k, r in read_index(CacheLayout(clean_cache, "train")).items()}
     survived = read_index(layout)
-    assert len(survived) == complete == 2 * (nth - 1)
+    assert len(survived) == complete < len(clean_records)
+    assert complete >= nth - 1, "each earlier append left at least one complete line"
     assert {k: _content(r) for k, r in survived.items()} == {k: clean_records[k] for k in survived}
 
     summary = build_cache(source, cache, BuildConfig(**CONFIG))  # type: ignore[arg-type]
