@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ForComp": "forcomp.recombine.dataset",
+    "ForCompLoader": "forcomp.recombine.loader",
     "KeepAlpha": "forcomp.recombine.fg_transform",
     "Recombine": "forcomp.recombine.transform",
     "RecombineConfig": "forcomp.recombine.params",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from forcomp.offline.entry import build_cache  # noqa: F401
     from forcomp.recombine.dataset import ForComp  # noqa: F401
     from forcomp.recombine.fg_transform import KeepAlpha  # noqa: F401
+    from forcomp.recombine.loader import ForCompLoader  # noqa: F401
     from forcomp.recombine.params import RecombineConfig  # noqa: F401
     from forcomp.recombine.transform import Recombine  # noqa: F401
 

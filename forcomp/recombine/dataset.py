@@ -29,7 +29,6 @@ from forcomp.recombine.fg_transform import apply_fg_transform
 from forcomp.recombine.functional import _premultiplied, composite
 from forcomp.recombine.params import (
     RecombineConfig,
-    RecombineParams,
     compose_crop,
     derive_seed,
     n_paste_uniforms,
@@ -37,7 +36,7 @@ from forcomp.recombine.params import (
     sample_crop,
     sample_params,
 )
-from forcomp.recombine.transform import Parts, Recombine
+from forcomp.recombine.transform import Recombine, collate_parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from forcomp.recombine.loader import ForCompLoader
@@ -604,35 +603,3 @@ class ForComp(Dataset):
             pin_memory=pin_memory,
             prefetch_factor=prefetch_factor,
         )
-
-
-def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
-    """Stack worker samples into a :class:`Parts` batch (foregrounds zero-padded to the largest)."""
-    hmax = max(s["fg"].shape[1] for s in samples)
-    wmax = max(s["fg"].shape[2] for s in samples)
-    fg = torch.zeros(len(samples), 4, hmax, wmax, dtype=torch.uint8)
-    for i, s in enumerate(samples):
-        _, h, w = s["fg"].shape
-        fg[i, :, :h, :w] = s["fg"]
-    has_orig = any(s["orig"] is not None for s in samples)
-    bg = torch.stack([s["bg"] for s in samples])
-    return Parts(
-        fg=fg,
-        fg_hw=torch.tensor([list(s["fg"].shape[1:]) for s in samples], dtype=torch.int64),
-        bg=bg,
-        fg_ratio=torch.tensor([s["fg_ratio"] for s in samples], dtype=torch.float32),
-        bg_ratio=torch.tensor([s["bg_ratio"] for s in samples], dtype=torch.float32),
-        labels=torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-        orig=torch.stack([s["orig"] if s["orig"] is not None else torch.zeros_like(s["bg"]) for s in samples])
-        if has_orig
-        else None,
-        use_orig=torch.tensor([s["use_orig"] for s in samples], dtype=torch.bool) if has_orig else None,
-        uniforms=torch.stack([s["uniforms"] for s in samples])
-        if all("uniforms" in s for s in samples)
-        else None,
-        params=RecombineParams(*(torch.cat(t) for t in zip(*(s["params"] for s in samples), strict=True)))
-        if all("params" in s for s in samples)
-        else None,
-        crop=torch.stack([s["crop"] for s in samples]) if all("crop" in s for s in samples) else None,
-        decode_failures=sum(int(s.get("decode_failures", 0)) for s in samples),
-    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
@@ -27,10 +27,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from forcomp.recombine.params import derive_seed
-from forcomp.recombine.transform import Parts, Recombine
-
-if TYPE_CHECKING:  # pragma: no cover
-    from forcomp.recombine.dataset import ForComp
+from forcomp.recombine.transform import Parts, Recombine, collate_parts
 
 Augment = Callable[..., Any]
 
@@ -74,8 +71,6 @@ class _PasteInWorkers:
         self.recombine, self.augment, self.return_masks = recombine, augment, return_masks
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
-        from forcomp.recombine.dataset import collate_parts
-
         parts = collate_parts(samples)
         # float32 across the process boundary (not uint8): the same values as ds[i], no rounding
         images, masks = self.recombine(parts)
@@ -87,7 +82,7 @@ class _PasteInWorkers:
 
 
 class _PartsView(Dataset):
-    def __init__(self, ds: ForComp) -> None:
+    def __init__(self, ds: Any) -> None:
         self.ds = ds
 
     def __len__(self) -> int:
@@ -114,7 +109,7 @@ class ForCompLoader:
 
     def __init__(
         self,
-        dataset: ForComp,
+        dataset: Any,  # a forcomp.ForComp (not imported: dataset imports this module)
         batch_size: int,
         *,
         num_workers: int = 0,
@@ -177,8 +172,6 @@ class ForCompLoader:
         if self.paste_in_workers:
             collate = _PasteInWorkers(dataset._recombine, augment, dataset.return_masks)
         else:
-            from forcomp.recombine.dataset import collate_parts
-
             collate = collate_parts
         kw: dict[str, Any] = {}
         if prefetch_factor is not None and num_workers > 0:
