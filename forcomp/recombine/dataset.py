@@ -122,15 +122,30 @@ class ForComp(Dataset):
     """Recombined foregrounds and backgrounds from a forcomp cache or a ForNet release.
 
     Usable where torchvision's ``ImageFolder`` is: ``classes``, ``class_to_idx``, ``targets``;
-    labels are indices into the sorted class names. ``ds[i]`` returns ``(image, label)`` — image a
-    float32 ``(3, H, W)`` tensor in [0, 1] — or ``(image, label, mask)`` with ``return_masks=True``.
+    labels are indices into the sorted class names. ``ds[i]`` returns ``(image, label)`` or
+    ``(image, label, mask)`` with ``return_masks=True``.
+
+    Two paths to ForNet's training distribution (the object pasted on the *full-resolution*
+    background, then RandomResizedCrop + flip):
+
+    - ``size=None`` (per sample): ``image`` is a PIL RGB image of the composite at the background's
+      own resolution, what ``ImageFolder`` hands a transform, so any PIL/v1/v2 pipeline (timm's
+      ``create_transform``, torchvision's presets) runs unchanged; the mask is a
+      ``tv_tensors.Mask`` beside it.
+    - ``size=224`` (fast): ``image`` is a float32 ``tv_tensors.Image`` in [0, 1] ``(3, H, W)``; on
+      the train split the crop and flip are fused into the recombination (``crop_scale``), so each
+      pixel is resampled once from the full-resolution parts. ``ds.loader(...)`` batches it.
 
     Args:
         cache: cache root (``CACHE/<split>/foregrounds`` ... or the ForNet zips).
         split: ``train`` or ``val``.
-        size: output canvas, an int or ``(h, w)``.
+        size: output size, an int or ``(h, w)``; None: the per-sample path (PIL composites).
         background, fg_scale_jitter, pruning_ratio, fg_size_mode, fg_bates_n, mask_smoothing_sigma,
             rel_jut_out, nonant, size_factor, orig_img_prob, epochs: see :class:`RecombineConfig`.
+        crop_scale, crop_ratio, hflip_prob: the fused RandomResizedCrop and flip (see
+            :class:`RecombineConfig`). ``"auto"`` follows the split as torchvision's presets and
+            timm: train → ``(0.08, 1)`` and 0.5; any other split → the whole background (resized
+            to cover ``size``, centre crop), no flip, as the bias evaluation uses.
         orig_root: source ImageFolder for ``orig_img_prob`` when the cache has no forcomp index
             (ForNet releases); forcomp caches know their source files.
         fg_transform: applied to the RGBA foreground before pasting: a torchvision v2 transform

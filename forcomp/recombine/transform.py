@@ -90,8 +90,10 @@ class Recombine(v2.Transform):
 
     Args:
         config: a :class:`RecombineConfig` (or its fields as keyword arguments). ``Recombine`` uses
-            the geometry fields (size, position, feathering); ``background``, ``pruning_ratio`` and
-            ``orig_img_prob`` choose the parts and act in :class:`~forcomp.ForComp`, which reads them.
+            the geometry fields (size, position, feathering); ``background``, ``pruning_ratio``,
+            ``orig_img_prob`` and the crop/flip fields act in :class:`~forcomp.ForComp`'s workers,
+            which read the parts, crop the backgrounds and hand the composed geometry over in
+            ``Parts.params``.
         seed: base seed; the generator is derived from ``(seed, rank, epoch)``. None: random.
         method: the paste kernel (see :func:`~forcomp.recombine.functional.composite`): ``auto``
             takes per-object windows on the CPU and batched matrices on GPUs.
