@@ -127,7 +127,9 @@ def composite(
     # Autocast off: under a user's autocast the matmuls and convolutions would run in bf16/fp16
     # (8-11 bit mantissas: 3/255 off, measured); the kernel computes in float32 and casts back to
     # the input's dtype itself.
-    with torch.autocast(device_type=bg.device.type, enabled=False):
+    # (a device without autocast, e.g. "meta" in tests, takes the CPU's guard: nothing to disable)
+    amp_device = bg.device.type if bg.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+    with torch.autocast(device_type=amp_device, enabled=False):
         if method == "window":
             images, masks = _composite_window(
                 fg, fg_hw, bg, params, smoothing_radius, cdt, out_dtype, fg_filter

@@ -222,7 +222,8 @@ class ForCompLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         self._start_epoch()
         ds, dev = self.dataset, self.device
-        for batch in self._dl:
+        source = self._dl if self.paste_in_workers else self._on_device(self._dl)
+        for batch in source:
             if self.paste_in_workers:
                 images, labels, masks, failures = batch
                 if self.num_workers > 0:  # failures counted in worker processes: bring them home
@@ -230,9 +231,6 @@ class ForCompLoader:
                 images, labels, masks = images.to(dev), labels.to(dev), masks.to(dev)
             else:
                 parts: Parts = batch
-                if self.num_workers > 0:
-                    ds.decode_failures += parts.decode_failures
-                parts = parts.to(dev, non_blocking=True)
                 images, masks = ds._recombine(parts)
                 images, labels = images.as_subclass(torch.Tensor), parts.labels
                 masks = masks.as_subclass(torch.Tensor)
@@ -252,11 +250,45 @@ class ForCompLoader:
             else:
                 yield out_images, labels
 
+    def _on_device(self, batches: Iterable[Parts]) -> Iterator[Parts]:
+        """Parts batches on the device. On CUDA the next batch is copied (pinned memory,
+        ``non_blocking``) on a side stream while the current one is pasted and trained on, as
+        timm's PrefetchLoader does."""
+        ds, dev = self.dataset, self.device
+        stream = torch.cuda.Stream(device=dev) if dev.type == "cuda" else None
+        pending: Parts | None = None
+        for parts in batches:
+            if self.num_workers > 0:  # failures counted in worker processes: bring them home
+                ds.decode_failures += parts.decode_failures
+            if stream is None:
+                yield parts.to(dev, non_blocking=True)
+                continue
+            with torch.cuda.stream(stream):
+                nxt = parts.to(dev, non_blocking=True)
+            if pending is not None:
+                yield pending
+            current = torch.cuda.current_stream(dev)
+            current.wait_stream(stream)
+            for t in _tensors(nxt):  # allocated on the side stream, used on the current one
+                t.record_stream(current)
+            pending = nxt
+        if pending is not None:
+            yield pending
+
     def __repr__(self) -> str:
         return (
             f"ForCompLoader(batch_size={self.batch_size}, batches={len(self)}, device={self.device}, "
             f"num_workers={self.num_workers}, paste_in_workers={self.paste_in_workers})"
         )
+
+
+def _tensors(parts: Parts) -> Iterator[torch.Tensor]:
+    for f in parts.__dataclass_fields__:
+        v = getattr(parts, f)
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, tuple):
+            yield from (t for t in v if isinstance(t, torch.Tensor))
 
 
 def _is_random(t: v2.Transform) -> bool:

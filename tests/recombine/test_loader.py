@@ -239,3 +239,18 @@ def test_cuda_loader_gives_the_cpu_picture(train_cache):
         x, _, m = ds[i]
         assert (images[i].cpu() - x).abs().max() < 0.03
         assert (masks[i].cpu() - m).abs().max() < 0.05
+
+
+def test_device_side_path_runs_where_the_workers_do_not_paste(train_cache):
+    """The accelerator path (workers decode and crop, the device pastes) on the meta device, which
+    stands in for CUDA here: batches come out on the device, with the shapes and types of the
+    CPU path, decode failures counted, augment and mix applied there."""
+    ds = ForComp(train_cache, "train", size=32, seed=0, return_masks=True)
+    loader = ds.loader(4, device="meta", num_workers=0, mix=lambda x, y: (x * 1, y))
+    assert not loader.paste_in_workers
+    batches = list(loader)
+    assert [len(b[1]) for b in batches] == [4, 4, 4]
+    images, labels, masks = batches[0]
+    assert images.device.type == "meta" and labels.device.type == "meta" and masks.device.type == "meta"
+    assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 32, 32)
+    assert isinstance(images, tv_tensors.Image) and isinstance(masks, tv_tensors.Mask)
