@@ -247,25 +247,29 @@ def main() -> None:
     fast = ForComp(cache, "train", size=224, background="all", seed=0)
     per_sample = ForComp(cache, "train", size=None, background="all", seed=0, transform=v2_train_transform())
     norm = v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())
-    rows: dict[str, tuple[float, list[float]]] = {}
+    runs: dict[str, list[float]] = {}
     settings = [("1 thread", 0), (f"{args.workers} workers", args.workers)]
-    for label, nw in settings:
-        # one thread: everything in the main process on one core; with workers, the main process
-        # only normalises (the workers paste), so it keeps torch's default threads
-        torch.set_num_threads(1 if nw == 0 else threads)
-        rows[f"pil ForNet-equivalent, {label}"] = time_loader(
-            lambda nw=nw: DataLoader(pil, batch_size=args.batch, num_workers=nw), args.items, args.repeats
-        )
-        rows[f"forcomp fast (crop+flip fused), {label}"] = time_loader(
-            lambda nw=nw: fast.loader(args.batch, num_workers=nw, batch_transform=norm),
-            args.items,
-            args.repeats,
-        )
-        rows[f"forcomp per-sample (size=None), {label}"] = time_loader(
-            lambda nw=nw: DataLoader(per_sample, batch_size=args.batch, num_workers=nw),
-            args.items,
-            args.repeats,
-        )
+    pipelines = {
+        "pil ForNet-equivalent": lambda nw: DataLoader(pil, batch_size=args.batch, num_workers=nw),
+        "forcomp fast (crop+flip fused)": lambda nw: fast.loader(
+            args.batch, num_workers=nw, batch_transform=norm
+        ),
+        "forcomp per-sample (size=None)": lambda nw: DataLoader(
+            per_sample, batch_size=args.batch, num_workers=nw
+        ),
+    }
+    # Repeats outermost, pipelines interleaved: on a shared machine the load drifts, and
+    # interleaving exposes every pipeline to the same drift (medians then compare like with like).
+    # The main process gets one thread in both settings: with workers it only collects batches
+    # (and, for forcomp, normalises), and more threads would compete with the workers' cores.
+    torch.set_num_threads(1)
+    for _ in range(args.repeats):
+        for label, nw in settings:
+            for name, make in pipelines.items():
+                runs.setdefault(f"{name}, {label}", []).extend(
+                    time_loader(lambda make=make, nw=nw: make(nw), args.items, 1)[1]
+                )
+    rows = {k: (statistics.median(v), v) for k, v in runs.items()}
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
         mean, std = MEAN.cuda(), STD.cuda()  # once, outside the timed loop (a copy is a sync)
