@@ -137,19 +137,33 @@ factory = invariant  # `tests/metrics/biased_models.py:factory` for the CLI test
 MODELS = {"invariant": invariant, "center": center, "border": border, "large": large}
 
 
-class PaddedNet(nn.Module):
-    """The invariant model's 4 logits placed at outputs 7, 2, 5, 0 of a 10-way head."""
+class MappedNet(nn.Module):
+    """The invariant model's 4 logits at outputs ``outputs`` of an ``n_outputs``-way head.
+
+    Every other output is *larger* than any mapped one (1000 plus a term that depends on the image), as
+    a real 1000-way model's scores for classes outside the cache can be: only the rule "argmax over the
+    mapped outputs" gets the cache's classes right; an argmax over all outputs is always wrong.
+    """
+
+    def __init__(self, outputs: tuple[int, ...], n_outputs: int) -> None:
+        super().__init__()
+        self.inner = invariant()
+        self.outputs, self.n_outputs = tuple(outputs), n_outputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.inner(x)
+        unmapped = 1e3 + 10.0 * x.mean((1, 2, 3)).view(-1, 1).expand(-1, self.n_outputs)
+        z = z[:, : len(self.outputs)]  # class k has colour k: a cache of the first classes
+        return unmapped.to(z.dtype).index_copy(1, torch.tensor(self.outputs, device=x.device), z)
+
+
+class PaddedNet(MappedNet):
+    """The invariant model's 4 logits placed at outputs 7, 2, 5, 0 of a 10-way head (the others larger)."""
 
     OUTPUTS = (7, 2, 5, 0)
 
     def __init__(self) -> None:
-        super().__init__()
-        self.inner = invariant()
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = self.inner(x)
-        out = torch.full((x.shape[0], 10), -1e3, device=x.device).to(z.dtype)
-        return out.index_copy(1, torch.tensor(self.OUTPUTS, device=x.device), z)
+        super().__init__(self.OUTPUTS, 10)
 
 
 def padded() -> nn.Module:

@@ -114,35 +114,47 @@ def test_deterministic_for_a_seed(colour_cache: Path) -> None:
     assert a["foreground_focus"]["score"] != c["foreground_focus"]["score"]  # other draws
 
 
-def test_normalize_none_equals_identity_normalisation(colour_cache: Path) -> None:
-    kw = dict(size=EVAL_SIZE, batch_size=8, seed=1, limit=6, methods=("input_x_gradient",), bootstrap=50)
-    a = evaluate(biased_models.invariant(), colour_cache, normalize=None, **kw)
-    b = evaluate(biased_models.invariant(), colour_cache, normalize=((0, 0, 0), (1, 1, 1)), **kw)
-    assert a["conditions"] == b["conditions"] and a["foreground_focus"] == b["foreground_focus"]
-    assert a["normalize"] is None and b["normalize"] == {"mean": [0, 0, 0], "std": [1, 1, 1]}
+class Denormalising(nn.Module):
+    """The invariant model behind ``x * std + mean``: it sees the colours only on inputs normalised with
+    exactly this ``(mean, std)``."""
 
-
-class Padded(nn.Module):
-    """The invariant model's 4 logits placed at outputs 7, 2, 5, 0 of a 10-way head."""
+    MEAN, STD = (0.6, 0.3, 0.5), (0.2, 0.3, 0.25)
 
     def __init__(self) -> None:
         super().__init__()
         self.inner = biased_models.invariant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.inner(x)
-        out = torch.full((x.shape[0], 10), -1e3, device=x.device).to(z.dtype)
-        return out.index_copy(1, torch.tensor([7, 2, 5, 0], device=x.device), z)
+        mean, std = torch.tensor(self.MEAN).view(1, 3, 1, 1), torch.tensor(self.STD).view(1, 3, 1, 1)
+        return self.inner(x * std + mean)
+
+
+def test_normalisation_is_applied_before_the_model(colour_cache: Path) -> None:
+    """The model undoes the normalisation itself (the test's own formula, not forcomp's code): with the
+    right (mean, std) it sees what the plain model sees on unnormalised images; without it, it does not.
+    The per-input comparison with ``(image - mean) / std`` is in ``test_bias_mutants.py``."""
+    kw = dict(size=EVAL_SIZE, batch_size=8, seed=1, limit=6, methods=("input_x_gradient",), bootstrap=50)
+    plain = evaluate(biased_models.invariant(), colour_cache, normalize=None, **kw)
+    norm = (Denormalising.MEAN, Denormalising.STD)
+    r = evaluate(Denormalising(), colour_cache, normalize=norm, **kw)
+    assert r["conditions"] == plain["conditions"] and r["accuracy"] == 1.0
+    assert r["normalize"] == {"mean": list(norm[0]), "std": list(norm[1])} and plain["normalize"] is None
+    ignored = evaluate(Denormalising(), colour_cache, normalize=None, **kw)
+    assert ignored["accuracy"] <= 0.5  # the bug "normalisation ignored" is visible to this model
+    identity = evaluate(biased_models.invariant(), colour_cache, normalize=((0, 0, 0), (1, 1, 1)), **kw)
+    assert identity["conditions"] == plain["conditions"]
 
 
 def test_class_indices_map_cache_classes_to_model_outputs(colour_cache: Path) -> None:
     kw = dict(
         size=EVAL_SIZE, normalize=None, batch_size=8, limit=8, methods=("input_x_gradient",), bootstrap=50
     )
-    r = evaluate(Padded(), colour_cache, class_indices=[7, 2, 5, 0], **kw)
+    # the 6 unmapped outputs are the largest: only the argmax over the mapped 4 gets them right
+    r = evaluate(biased_models.padded(), colour_cache, class_indices=[7, 2, 5, 0], **kw)
     assert r["accuracy"] == 1.0 and r["class_indices"] == [7, 2, 5, 0]
+    assert all(c["accuracy"] == 1.0 for n, c in r["conditions"].items() if n.startswith("bg="))
     with pytest.raises(ForcompError, match="class_indices"):
-        evaluate(Padded(), colour_cache, **kw)
+        evaluate(biased_models.padded(), colour_cache, **kw)
 
 
 def test_vit_end_to_end(colour_cache: Path) -> None:
@@ -363,17 +375,6 @@ def test_half_precision_model_gets_inputs_in_its_dtype(colour_cache: Path) -> No
     assert r["conditions"]["bg=orig"]["accuracy"] == r["accuracy"]
 
 
-class ImageNetHead(nn.Module):
-    """A 1000-way model for the mapping checks (its outputs do not matter)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(3, 1000, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x).mean((2, 3))
-
-
 def test_wnid_classes_outside_imagenet_1k_are_named_with_a_working_line(tmp_path: Path) -> None:
     # tench, goldfish: ImageNet-1k classes 0 and 1; dog: a WordNet parent of 118 ImageNet-1k breeds;
     # n09999999: no synset at all
@@ -381,17 +382,22 @@ def test_wnid_classes_outside_imagenet_1k_are_named_with_a_working_line(tmp_path
     cache = make_colour_cache(tmp_path / "c", per_class=2, classes=classes)
     kw = dict(size=EVAL_SIZE, normalize=None, batch_size=8, methods=("input_x_gradient",), bootstrap=20)
     with pytest.raises(ForcompError) as e:
-        evaluate(ImageNetHead(), cache, **kw)
+        evaluate(biased_models.MappedNet((0, 1, 151, 999), 1000), cache, **kw)
     msg = str(e.value)
     assert "2 of its 4 classes are not ImageNet-1k classes" in msg
     assert "n02084071 (dog" in msg and "n02085620 Chihuahua = 151" in msg
     assert "n09999999 (not in the packaged WordNet table)" in msg
     assert "--class-indices 0,1,?,?" in msg
-    r = evaluate(ImageNetHead(), cache, class_indices=[0, 1, 151, 999], **kw)  # the line, ? filled in
-    assert r["class_indices"] == [0, 1, 151, 999]
-    assert evaluate(
-        ImageNetHead(), make_colour_cache(tmp_path / "ok", per_class=2, classes=classes[:2]), **kw
-    )["class_indices"] == [0, 1]  # all ImageNet-1k: mapped by wnid, no timm needed
+    # the line, ? filled in; the model's unmapped outputs are its largest: the mapped argmax is used
+    model = biased_models.MappedNet((0, 1, 151, 999), 1000)
+    r = evaluate(model, cache, class_indices=[0, 1, 151, 999], **kw)
+    assert r["class_indices"] == [0, 1, 151, 999] and r["accuracy"] == 1.0
+    ok = evaluate(
+        biased_models.MappedNet((0, 1), 1000),
+        make_colour_cache(tmp_path / "ok", per_class=2, classes=classes[:2]),
+        **kw,
+    )
+    assert ok["class_indices"] == [0, 1] and ok["accuracy"] == 1.0  # all ImageNet-1k: mapped by wnid
 
 
 @pytest.mark.gpu

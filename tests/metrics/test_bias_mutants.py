@@ -1,0 +1,507 @@
+"""What ``run_evaluation`` feeds the model and how it turns logits into hits, checked independently.
+
+Fast tests (a 16-item colour cache at 48 px) written against the mutants of ``bias.py``
+(``scripts/mutation.sh forcomp/metrics/bias.py``) and the bugs issue 17 found surviving the old tests:
+
+- *normalisation ignored*: the model un-normalises its input with the test's own mean/std (it only
+  recognises the colours when they were normalised), and every input it receives is compared with
+  ``(image - mean) / std`` computed here on the per-sample path ``ForComp(...)[i]``;
+- *each condition drawn with another seed* (the pairing the README promises): every condition's
+  inputs equal the items of an independent ``ForComp`` with the evaluation's seed and that
+  condition's settings, for the seeded ``limit`` subset recomputed here;
+- *argmax over all outputs instead of the mapped ones*: the 1000-way double's unmapped outputs are
+  the *largest*, so only the mapped-argmax rule gets the classes right.
+
+Every model double reacts to its input (colour detectors of ``biased_models.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import biased_models
+import pytest
+import torch
+from colour_cache import make_colour_cache
+from torch import nn
+
+import forcomp
+from forcomp.errors import CacheFormatError, ForcompError
+from forcomp.metrics.bias import (
+    _class_indices,
+    _ExamplePicker,
+    _model_device,
+    _model_dtype,
+    _not_imagenet_message,
+    _subset,
+    _validate,
+    cache_identity,
+    evaluate,
+    prediction_rule,
+    run_evaluation,
+)
+from forcomp.metrics.classnames import imagenet1k_index
+from forcomp.metrics.grids import EvaluationGrid
+from forcomp.metrics.models import wrap_module
+from forcomp.recombine.dataset import ForComp
+
+SIZE = 48
+PER_CLASS = 4
+N_ITEMS = 4 * PER_CLASS
+MEAN, STD = (0.6, 0.3, 0.5), (0.2, 0.3, 0.25)
+ALL_METHODS = "('input_x_gradient', 'integrated_gradients', 'gradcam')"
+FAST = dict(size=SIZE, batch_size=5, methods=("input_x_gradient",), bootstrap=10)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_colour_cache(tmp_path_factory.mktemp("bias_mutants") / "cache", per_class=PER_CLASS)
+
+
+class Recorder(nn.Module):
+    """Passes ``x`` to ``inner`` and keeps a copy of every prediction input (those run without autograd;
+    attribution passes need gradients) and whether the model was in eval mode then."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.inputs: list[torch.Tensor] = []
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            self.inputs.append(x.detach().clone())
+            self.modes.append(self.training)
+        return self.inner(x)
+
+
+class Denormalising(nn.Module):
+    """The invariant colour model behind ``x * std + mean``: it sees the right colours only when the
+    evaluation normalised with exactly ``(mean, std)``."""
+
+    def __init__(self, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> None:
+        super().__init__()
+        self.inner = biased_models.invariant()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * self.std + self.mean)
+
+
+def reference_images(cache: Path, seed: int, items: list[int]) -> dict[str, torch.Tensor]:
+    """Per condition, the items the evaluation must show, built here on the per-sample path."""
+    out = {}
+    for cond in EvaluationGrid.default():
+        ds = ForComp(cache, split="val", size=SIZE, seed=seed, return_masks=True, **cond.recombine_kwargs())
+        out[cond.name] = torch.stack([ds[i][0] for i in items])
+    return out
+
+
+def per_condition(rec: Recorder, batches_per_condition: int) -> dict[str, torch.Tensor]:
+    names = EvaluationGrid.default().names()
+    assert len(rec.inputs) == batches_per_condition * len(names)
+    return {
+        n: torch.cat(rec.inputs[k * batches_per_condition : (k + 1) * batches_per_condition])
+        for k, n in enumerate(names)
+    }
+
+
+def test_inputs_are_normalised_and_every_condition_is_paired_by_seed_and_subset(cache: Path) -> None:
+    seed, limit = 3, 7
+    model = Recorder(Denormalising())
+    r = evaluate(model, cache, normalize=(MEAN, STD), seed=seed, limit=limit, **FAST)
+    items = sorted(torch.randperm(N_ITEMS, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+    ref = reference_images(cache, seed, items)
+    seen = per_condition(model, 2)  # 7 items in batches of 5: 5 + 2
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    for name, images in ref.items():
+        assert seen[name].dtype == torch.float32
+        torch.testing.assert_close(seen[name], (images - mean) / std, atol=1e-5, rtol=0, msg=name)
+    assert r["background_robustness"]["accuracy"] == {"orig": 1.0, "same": 1.0, "all": 1.0}
+    assert r["normalize"] == {"mean": list(MEAN), "std": list(STD)}
+    assert r["n_images"] == limit and r["limit"] == limit and r["seed"] == seed
+    assert r["conditions"]["bg=all"]["accuracy"] == 1.0 and r["size_bias"]["reference"] == 1.0
+    labels = [i // PER_CLASS for i in items]
+    assert r["chance"]["majority_share"] == max(labels.count(k) for k in range(4)) / limit
+    assert model.modes and not any(model.modes)  # predictions in eval mode
+
+
+def test_without_normalisation_the_model_gets_the_images_and_every_item(cache: Path) -> None:
+    model = Recorder(biased_models.invariant())
+    r = evaluate(model, cache, normalize=None, seed=0, **FAST)
+    seen = per_condition(model, 4)  # 16 items: 5 + 5 + 5 + 1
+    for name, images in reference_images(cache, 0, list(range(N_ITEMS))).items():
+        torch.testing.assert_close(seen[name], images, atol=1e-5, rtol=0, msg=name)
+    assert r["normalize"] is None and r["n_images"] == N_ITEMS and r["limit"] is None
+    assert r["accuracy"] == 1.0 and r["chance"]["majority_share"] == 0.25
+    assert r["foreground_focus"]["methods"]["input_x_gradient"]["n_valid"] == N_ITEMS
+
+
+def test_normalize_auto_uses_the_models_own_statistics(cache: Path) -> None:
+    inner = Denormalising()
+    inner.pretrained_cfg = {"mean": MEAN, "std": STD}  # as a timm model declares its preprocessing
+    model = Recorder(inner)
+    model.pretrained_cfg = inner.pretrained_cfg
+    r = evaluate(model, cache, limit=5, **FAST)  # normalize defaults to "auto"
+    assert r["normalize"] == {"mean": list(MEAN), "std": list(STD)} and r["accuracy"] == 1.0
+
+
+def test_a_model_in_train_mode_is_evaluated_in_eval_mode_and_handed_back_in_train_mode(cache: Path) -> None:
+    model = Recorder(biased_models.invariant()).train()
+    evaluate(model, cache, normalize=None, limit=3, **FAST)
+    assert model.modes and not any(model.modes) and model.training
+    model.eval()
+    evaluate(model, cache, normalize=None, limit=3, **FAST)
+    assert not model.training
+
+
+def test_half_precision_inputs_in_the_models_dtype_with_and_without_normalisation(cache: Path) -> None:
+    for norm in (None, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))):
+        model = Recorder(biased_models.invariant()).to(torch.bfloat16)
+        r = evaluate(model, cache, normalize=norm, limit=5, **FAST)
+        assert {x.dtype for x in model.inputs} == {torch.bfloat16}, norm
+        assert r["accuracy"] == 1.0
+
+
+# ---------------------------------------------------------------- class mapping and the prediction rule
+
+
+class ImageNetColour(nn.Module):
+    """A 1000-way double: the colour model's logits at ``outputs``, and every other output *larger*
+    (1000 plus a term that depends on the image), so an argmax over all outputs is always wrong."""
+
+    def __init__(self, outputs: list[int]) -> None:
+        super().__init__()
+        self.inner = biased_models.invariant()
+        self.outputs = outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.inner(x)
+        rest = 1e3 + 10.0 * x.mean((1, 2, 3)).view(-1, 1).expand(-1, 1000).clone()
+        return rest.index_copy(1, torch.tensor(self.outputs, device=x.device), z)
+
+
+def test_1000_way_model_argmax_over_the_mapped_outputs_only(tmp_path: Path) -> None:
+    order = imagenet1k_index()
+    wnids = sorted(order)
+    classes = (wnids[5], wnids[300], wnids[600], wnids[900])
+    outputs = [order[c] for c in classes]
+    cache = make_colour_cache(tmp_path / "in1k", per_class=2, classes=classes)
+    r = evaluate(
+        ImageNetColour(outputs), cache, normalize=None, **dict(FAST, methods=("input_x_gradient", "gradcam"))
+    )
+    assert r["class_indices"] == outputs and r["n_model_outputs"] == 1000
+    assert r["background_robustness"]["accuracy"] == {"orig": 1.0, "same": 1.0, "all": 1.0}
+    assert r["prediction"] == (
+        "argmax over the 4 outputs mapped to the cache's classes (the model has 1000 outputs; "
+        "the other 996 are ignored)"
+    )
+    # attributions explain the mapped output of the true class (the unmapped ones see the whole image)
+    assert r["foreground_focus"]["methods"]["input_x_gradient"]["score"] > 2.0
+
+
+class Permuted(nn.Module):
+    """The colour model's 4 logits at outputs ``order`` of a 4-way head."""
+
+    def __init__(self, order: list[int]) -> None:
+        super().__init__()
+        self.inner = biased_models.invariant()
+        self.order = order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.inner(x)
+        return torch.zeros_like(z).index_copy(1, torch.tensor(self.order), z)
+
+
+def test_class_indices_as_a_permutation_and_as_names(cache: Path) -> None:
+    order = [2, 0, 3, 1]
+    kw = dict(FAST, normalize=None, limit=8)
+    r = evaluate(Permuted(order), cache, class_indices=order, **kw)
+    assert r["accuracy"] == 1.0 and r["class_indices"] == order and r["n_model_outputs"] == 4
+    assert (
+        r["prediction"] == "argmax over all 4 model outputs, mapped to the cache's classes by class_indices"
+    )
+    names = dict(zip(["n00000001", "n00000002", "n00000003", "n00000004"], order, strict=True))
+    assert evaluate(Permuted(order), cache, class_indices=names, **kw)["conditions"] == r["conditions"]
+    plain = evaluate(Permuted(order), cache, **kw)  # identity mapping: the permuted head is wrong
+    assert plain["class_indices"] is None and plain["accuracy"] < 0.5
+    assert plain["prediction"] == "argmax over all 4 model outputs (one per cache class)"
+
+
+def test_class_indices_validation_messages() -> None:
+    classes = ["a", "b", "c"]
+    assert _class_indices(3, classes, None) is None
+    assert _class_indices(5, classes, [4, 0, 2]) == [4, 0, 2]
+    assert _class_indices(5, classes, {"c": 1, "a": 0, "b": 4, "z": 3}) == [0, 4, 1]
+    how = (
+        "class_indices=[...] in Python, or on the command line --class-indices I0,I1,... "
+        "or --class-indices FILE.json"
+    )
+    cases = [
+        ({"a": 0}, "class_indices maps class names to outputs but lacks 2 of the cache's 3 classes: "
+                   "['b', 'c']"),
+        ([0, 1], f"class_indices must give one model output index per cache class in sorted class order "
+                 f"(3 classes), got 2 ({how})"),
+        ([0, 1, 5], "class_indices must be integers in [0, 5) (the model has 5 outputs), got [5]"),
+        ([0, -1, True], "class_indices must be integers in [0, 5) (the model has 5 outputs), got [-1, True]"),
+        ([0, 1.0, 2], "class_indices must be integers in [0, 5) (the model has 5 outputs), got [1.0]"),
+        ([1, 1, 4], "class_indices maps several cache classes to the same output(s) [1]"),
+    ]  # fmt: skip
+    for given, message in cases:
+        with pytest.raises(ValueError) as e:
+            _class_indices(5, classes, given)
+        assert str(e.value) == message, given
+    many = [f"c{i:02d}" for i in range(12)]
+    with pytest.raises(ValueError) as e:
+        _class_indices(20, many, {})
+    assert str(e.value).endswith(f"lacks 12 of the cache's 12 classes: {many[:10]} …")
+    assert _class_indices(4, ["x", "y"], [3, 0]) == [3, 0] and _class_indices(4, ["x", "y"], [0, 3]) == [0, 3]
+    with pytest.raises(ForcompError) as e:
+        _class_indices(7, classes, None)
+    assert str(e.value) == (
+        f"the model has 7 outputs but the cache has 3 classes; give the model output index of each cache "
+        f"class (in sorted class order): {how}; or evaluate a model trained on these classes"
+    )
+    with pytest.raises(ForcompError, match="^the model has 1000 outputs but the cache has 3 classes"):
+        _class_indices(1000, classes, None)  # not wnids: no ImageNet mapping to explain
+
+
+def test_wnid_classes_outside_imagenet_are_explained() -> None:
+    order = imagenet1k_index()
+    tench, goldfish = "n01440764", "n01443537"
+    assert order[tench] == 0 and order[goldfish] == 1
+    assert _class_indices(1000, [tench, goldfish], None) == [0, 1]
+    with pytest.raises(ForcompError) as e:
+        _class_indices(1000, [tench, "n02084071", "n09999999"], None)
+    assert str(e.value) == _not_imagenet_message([tench, "n02084071", "n09999999"])
+    msg = _not_imagenet_message([tench, "n02084071", "n09999999"])
+    assert msg.startswith(
+        "the model has 1000 outputs (ImageNet-1k) and the cache's classes are WordNet ids, but 2 of its 3 "
+        "classes are not ImageNet-1k classes: n02084071 (dog) — ImageNet-1k "
+        "classes under it: n02085620 Chihuahua = 151, "
+    ), msg
+    assert " …; n09999999 (not in the packaged WordNet table). The other 1 map by WordNet id; " in msg
+    assert msg.endswith(
+        "replace each ? by the output to count as correct for that class (sorted class order):\n"
+        "  --class-indices 0,?,?\n"
+        "(class_indices=[...] in Python, or a JSON file {class_name: index}); or evaluate a cache without "
+        "those classes"
+    )
+    fake = [f"n0999{i:04d}" for i in range(12)]
+    many = _not_imagenet_message(fake)
+    assert "12 of its 12 classes" in many and "; and 2 more. The other 0 map" in many
+    assert "n09990009 (not in the packaged WordNet table)" in many and "n09990010" not in many
+    assert "--class-indices " + ",".join("?" * 12) + "\n" in many
+
+
+def test_prediction_rule_words() -> None:
+    assert prediction_rule(4, None) == "argmax over all 4 model outputs (one per cache class)"
+    assert prediction_rule(3, [2, 0, 1]) == (
+        "argmax over all 3 model outputs, mapped to the cache's classes by class_indices"
+    )
+    assert prediction_rule(10, [7, 2]) == (
+        "argmax over the 2 outputs mapped to the cache's classes (the model has 10 outputs; the other 8 "
+        "are ignored)"
+    )
+
+
+# ---------------------------------------------------------------- arguments, caches, report fields
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, None, ("gradcam",), None), "batch_size must be an int >= 1, got 0"),
+        ((True, None, ("gradcam",), None), "batch_size must be an int >= 1, got True"),
+        ((2.0, None, ("gradcam",), None), "batch_size must be an int >= 1, got 2.0"),
+        ((1, 0, ("gradcam",), None), "limit must be None or an int >= 1, got 0"),
+        ((1, True, ("gradcam",), None), "limit must be None or an int >= 1, got True"),
+        ((1, 2.0, ("gradcam",), None), "limit must be None or an int >= 1, got 2.0"),
+        (
+            (1, None, (), None),
+            f"methods must be a non-empty subset of {ALL_METHODS}, got ()",
+        ),
+        (
+            (1, None, ("gradcam", "saliency"), None),
+            f"methods must be a non-empty subset of {ALL_METHODS}, got ('gradcam', 'saliency')",
+        ),
+        ((1, None, ("gradcam",), 7), "size must be an int >= 8 or (h, w), got 7"),
+        ((1, None, ("gradcam",), (8, 7)), "size must be an int >= 8 or (h, w), got (8, 7)"),
+        ((1, None, ("gradcam",), (8, 8, 8)), "size must be an int >= 8 or (h, w), got (8, 8, 8)"),
+        ((1, None, ("gradcam",), (8.0, 8)), "size must be an int >= 8 or (h, w), got (8.0, 8)"),
+    ],
+)
+def test_invalid_arguments_are_named(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        _validate(*args)
+    assert str(e.value) == message
+
+
+def test_valid_arguments_at_their_bounds() -> None:
+    for args in (
+        (1, None, ("gradcam",), None),
+        (1, 1, ("gradcam",), 8),
+        (3, 5, ("input_x_gradient",), (8, 9)),
+    ):
+        _validate(*args)
+
+
+def test_evaluation_refusals_name_what_and_how(cache: Path, tmp_path: Path) -> None:
+    model = biased_models.invariant()
+    with pytest.raises(ValueError) as e:
+        evaluate(model, cache, recombine={"seed": 1, "background": "all", "fg_scale_jitter": 0.1})
+    assert str(e.value) == (
+        "recombine may not set ['background', 'seed']: the evaluation controls them; allowed are the other "
+        "ForComp settings (e.g. mask_smoothing_sigma, fg_scale_jitter, fg_size_mode)"
+    )
+    for key in ("nonant", "size_factor", "split", "size", "return_masks"):
+        with pytest.raises(ValueError, match="recombine may not set"):
+            evaluate(model, cache, recombine={key: None})
+    with pytest.raises(ValueError) as e:
+        evaluate(model, cache, bootstrap=0)
+    assert str(e.value) == "bootstrap must be >= 1 resamples, got 0"
+    with pytest.raises(TypeError) as e:
+        evaluate(42, cache)  # type: ignore[arg-type]
+    assert str(e.value) == "model must be an nn.Module, a LoadedModel or a spec string, got int"
+    with pytest.raises(CacheFormatError) as e:
+        evaluate(model, tmp_path / "nope", size=SIZE)
+    nope = tmp_path / "nope"
+    assert str(e.value) == f"cache {nope} does not exist (build one with `forcomp build SOURCE {nope}`)"
+    (tmp_path / "nope").write_text("a file, not a cache")
+    with pytest.raises(CacheFormatError, match="does not exist"):
+        evaluate(model, tmp_path / "nope", size=SIZE)
+
+
+def test_a_split_without_items_is_refused_with_the_build_command(
+    cache: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import forcomp.recombine.dataset as dataset_mod
+
+    class Empty:
+        classes = ["a"]
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __len__(self) -> int:
+            return 0
+
+    monkeypatch.setattr(dataset_mod, "ForComp", Empty)
+    with pytest.raises(CacheFormatError) as e:
+        evaluate(biased_models.invariant(), cache, split="train", size=SIZE)
+    assert str(e.value) == (
+        f"cache {cache} has no train items (expected {cache}/train/foregrounds/<class>/*.WEBP); "
+        f"build the split with `forcomp build SOURCE {cache} --split train`"
+    )
+
+
+def test_report_fields_model_spec_and_cache_identity(cache: Path, capsys) -> None:
+    spec = f"{Path(biased_models.__file__)}:factory"
+    ev = run_evaluation(
+        spec, cache, normalize=None, limit=6, progress=True, n_examples=3, recombine={"fg_scale_jitter": 0.1},
+        **dict(FAST, size=(SIZE, SIZE + 8), methods=("input_x_gradient", "gradcam")),
+    )  # fmt: skip
+    r = ev.report
+    assert r["model"]["spec"] == spec and r["model"]["source"] == "factory"
+    assert (
+        r["size"] == [SIZE, SIZE + 8]
+        and r["split"] == "val"
+        and r["methods"] == ["input_x_gradient", "gradcam"]
+    )
+    assert r["gradcam_layer"] == "window" and r["recombine"] == {"fg_scale_jitter": 0.1}
+    assert r["n_classes"] == 4 and r["n_model_outputs"] == 4 and r["class_indices"] is None
+    assert r["forcomp_version"] == forcomp.__version__
+    ratios = cache / "fg_bg_ratios_val.json"
+    assert r["cache"] == {
+        "path": str(cache.resolve()),
+        "split": "val",
+        "n_items": N_ITEMS,
+        "n_classes": 4,
+        "classes": ["n00000001", "n00000002", "n00000003", "n00000004"],
+        "ratios_sha256_16": hashlib.sha256(ratios.read_bytes()).hexdigest()[:16],
+    }
+    rt = r["runtime"]
+    assert rt["device"] == "cpu" and rt["batch_size"] == 5 and rt["torch"] == torch.__version__
+    assert rt["python"] == platform.python_version() and 0 < rt["seconds"] < 600
+    json.dumps({k: v for k, v in r.items() if k != "chance"})  # JSON-ready (NaN allowed)
+    err = capsys.readouterr().err
+    assert "forcomp evaluate" in err and "40/40" in err  # 2 batches x 20 conditions
+    ex = ev.examples
+    assert (
+        ex is not None and ex.images.shape == (3, 3, SIZE, SIZE + 8) and ex.classes == r["cache"]["classes"]
+    )
+    assert set(ex.maps) == {"input_x_gradient", "gradcam"}
+    square = run_evaluation(biased_models.invariant(), cache, normalize=None, limit=2, **FAST).report
+    assert square["size"] == SIZE and square["gradcam_layer"] is None
+    loaded = wrap_module(biased_models.invariant())
+    assert evaluate(loaded, cache, normalize=None, limit=2, **FAST)["model"] == loaded.identity()
+
+
+def test_cache_identity_without_ratios_and_with_many_classes(tmp_path: Path) -> None:
+    class Items:
+        def __init__(self, n_classes: int) -> None:
+            self.classes = [f"c{i}" for i in range(n_classes)]
+
+        def __len__(self) -> int:
+            return 3
+
+    assert cache_identity(tmp_path, "val", Items(51)) == {
+        "path": str(tmp_path.resolve()),
+        "split": "val",
+        "n_items": 3,
+        "n_classes": 51,
+        "classes": None,
+        "ratios_sha256_16": None,
+    }
+    assert cache_identity(tmp_path, "val", Items(50))["classes"] == Items(50).classes
+
+
+def test_subset_is_seeded_sorted_and_none_for_all_items() -> None:
+    assert _subset(10, None, 0) is None and _subset(10, 10, 0) is None and _subset(10, 11, 0) is None
+    for seed in (0, 5):
+        want = sorted(torch.randperm(10, generator=torch.Generator().manual_seed(seed))[:4].tolist())
+        assert _subset(10, 4, seed) == want
+    assert _subset(10, 4, 0) != _subset(10, 4, 5) and _subset(10, 9, 1) != list(range(9))
+
+
+def test_model_device_and_dtype() -> None:
+    empty = nn.Identity()
+    assert _model_device(empty) == torch.device("cpu") and _model_dtype(empty) == torch.float32
+    buffers_only = nn.Module()
+    buffers_only.register_buffer("count", torch.zeros(1, dtype=torch.long))
+    buffers_only.register_buffer("scale", torch.zeros(1, dtype=torch.float64))
+    assert _model_dtype(buffers_only) == torch.float64
+    half = nn.Linear(2, 2).to(torch.bfloat16)
+    assert _model_dtype(half) == torch.bfloat16 and _model_device(half) == torch.device("cpu")
+    ints = nn.Module()
+    ints.register_buffer("count", torch.zeros(1, dtype=torch.long))
+    assert _model_dtype(ints) == torch.float32 and _model_device(ints) == torch.device("cpu")
+
+
+def test_example_picker_keeps_each_image_with_its_own_label_mask_and_map() -> None:
+    picker = _ExamplePicker(5)
+    for labels in ([0, 0, 0, 0], [0, 1, 1, 2], [2, 2, 0, 1]):
+        y = torch.tensor(labels)
+        x = (y.float() + 0.5).view(-1, 1, 1, 1).expand(-1, 3, 2, 2) / 4
+        mask = torch.zeros(4, 2, 2)
+        mask[:, 0, 0] = 1
+        maps = {"m": torch.ones(4, 2, 2) + y.float().view(-1, 1, 1) * mask}  # focus grows with the label
+        picker.offer(x, y, mask, maps)
+        assert len(picker.kept) <= 5
+    ex = picker.examples(["a", "b", "c"])
+    assert ex is not None and ex.labels.tolist() == [0, 1, 2, 0, 1] and ex.classes == ["a", "b", "c"]
+    assert torch.equal(ex.images[:, 0, 0, 0], (ex.labels.float() + 0.5) / 4)
+    assert torch.equal(ex.maps["m"][:, 0, 0], 1 + ex.labels.float()) and ex.masks.shape == (5, 2, 2)
+    want = (1 + ex.labels.double()) / (4 + ex.labels.double()) * 4  # share of the map / share of the area
+    torch.testing.assert_close(ex.focus["m"].double(), want)
+    assert _ExamplePicker(0).examples(["a"]) is None
+    none = _ExamplePicker(0)
+    none.offer(x, y, mask, maps)
+    assert none.kept == [] and _ExamplePicker(3).examples(["a"]) is None
+    one = _ExamplePicker(1)
+    one.offer(x, y, mask, maps)  # labels 2, 2, 0, 1: the first of class 0 is the smallest key
+    assert one.examples(["a", "b", "c"]).labels.tolist() == [0]
