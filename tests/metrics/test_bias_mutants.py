@@ -505,3 +505,122 @@ def test_example_picker_keeps_each_image_with_its_own_label_mask_and_map() -> No
     one = _ExamplePicker(1)
     one.offer(x, y, mask, maps)  # labels 2, 2, 0, 1: the first of class 0 is the smallest key
     assert one.examples(["a", "b", "c"]).labels.tolist() == [0]
+
+
+def test_imagenet_classes_under_a_parent_shown_up_to_three_and_counts_of_the_rest() -> None:
+    abstraction = _not_imagenet_message(["n00002137"])  # 3 ImageNet-1k classes below it: all shown
+    assert "n00002137 (abstraction) — ImageNet-1k classes under it: n06794110 " in abstraction
+    assert " n09229709 " in abstraction and " …" not in abstraction
+    article = _not_imagenet_message(["n00022903"])  # 4 below it: 3 shown, then …
+    assert "n04263257 " in article and "n04597913" not in article and " …. The other 0 map" in article
+    ten = _not_imagenet_message([f"n0999{i:04d}" for i in range(10)])
+    assert "(not in the packaged WordNet table). The other 0 map" in ten and "more" not in ten
+    eleven = _not_imagenet_message([f"n0999{i:04d}" for i in range(11)])
+    assert "; and 1 more. The other 0 map" in eleven
+
+
+def test_run_evaluation_defaults(cache: Path, monkeypatch) -> None:
+    """The documented defaults: ImageNet normalisation for a model that declares none, batch 64, seed 0,
+    no workers, no progress bar, 1000 resamples, 16 integrated-gradients steps, 6 examples, the model's
+    own input size (as a timm model states it)."""
+    seen: list[dict] = []
+    original = ForComp.loader
+
+    def loader(self, batch_size, **kwargs):
+        seen.append(dict(kwargs, batch_size=batch_size))
+        return original(self, batch_size, **kwargs)
+
+    monkeypatch.setattr(ForComp, "loader", loader)
+    model = biased_models.invariant()
+    model.patch_embed = nn.Module()  # states its input size as a (non-strict) timm ViT does
+    model.patch_embed.img_size = 40
+    ev = run_evaluation(model, cache, limit=8, methods=("integrated_gradients",))
+    r = ev.report
+    assert r["size"] == 40 and r["seed"] == 0 and r["runtime"]["batch_size"] == 64
+    assert r["normalize"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert r["bootstrap"]["resamples"] == 1000 and ev.examples is not None and len(ev.examples.labels) == 6
+    assert len(seen) == 20 and all(s["num_workers"] == 0 and s["batch_size"] == 64 for s in seen)
+    assert all(s["shuffle"] is False and s["device"] == torch.device("cpu") for s in seen)
+    again = run_evaluation(model, cache, limit=8, methods=("integrated_gradients",), ig_steps=16, seed=0)
+    ig = r["foreground_focus"]["methods"]["integrated_gradients"]["score"]
+    assert again.report["foreground_focus"]["methods"]["integrated_gradients"]["score"] == ig
+    fewer = run_evaluation(model, cache, limit=8, methods=("integrated_gradients",), ig_steps=2, bootstrap=5)
+    assert fewer.report["foreground_focus"]["methods"]["integrated_gradients"]["score"] != ig
+    assert fewer.report["bootstrap"]["resamples"] == 5 and run_evaluation(
+        model, cache, limit=1, bootstrap=1, n_examples=0, num_workers=0, methods=("gradcam",),
+        gradcam_layer="features",
+    ).report["gradcam_layer"] == "features"  # fmt: skip
+    seen.clear()
+    run_evaluation(model, cache, limit=2, bootstrap=5, methods=("gradcam",), num_workers=1, batch_size=3)
+    assert {s["num_workers"] for s in seen} == {1} and {s["batch_size"] for s in seen} == {3}
+
+
+def test_recombine_settings_reach_every_condition_and_the_train_split_is_not_shuffled(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Extra ForComp settings go to every condition's dataset (the first one included), and the train
+    split, which the loader would shuffle by default, is read in item order too (pairing)."""
+    cache = make_colour_cache(tmp_path / "train", per_class=2, split="train")
+    made: list[dict] = []
+    original = ForComp.__init__
+
+    def init(self, *args, **kwargs):
+        made.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ForComp, "__init__", init)
+    model = Recorder(biased_models.invariant())
+    r = evaluate(model, cache, split="train", normalize=None, recombine={"fg_scale_jitter": 0.05}, **FAST)
+    assert len(made) == 20 and all(kw["fg_scale_jitter"] == 0.05 for kw in made)
+    assert r["recombine"] == {"fg_scale_jitter": 0.05} and r["split"] == "train"
+    monkeypatch.setattr(ForComp, "__init__", original)
+    seen = per_condition(model, 2)
+    for cond in EvaluationGrid.default():
+        ds = ForComp(
+            cache, split="train", size=SIZE, seed=0, return_masks=True, fg_scale_jitter=0.05,
+            **cond.recombine_kwargs(),
+        )  # fmt: skip
+        want = torch.stack([ds[i][0] for i in range(8)])
+        torch.testing.assert_close(seen[cond.name], want, atol=1e-5, rtol=0, msg=cond.name)
+
+
+def test_model_specs_get_the_weights_options_and_sizes_are_checked(cache: Path, monkeypatch) -> None:
+    import forcomp.metrics.bias as bias_mod
+    from forcomp.metrics.models import InputSizeError, LoadedModel
+
+    calls: list[tuple] = []
+
+    def load(spec, **kwargs):
+        calls.append((spec, kwargs))
+        return wrap_module(biased_models.invariant())
+
+    monkeypatch.setattr(bias_mod, "load_model", load)
+    evaluate(
+        "some:spec", cache, normalize=None, limit=2, weights_dir="/w", checkpoint_key="model_ema", **FAST
+    )
+    assert calls == [("some:spec", {"weights_dir": "/w", "checkpoint_key": "model_ema"})]
+    fixed = LoadedModel(biased_models.invariant(), spec="fixed", source="module", fixed_size=(SIZE, SIZE))
+    with pytest.raises(InputSizeError, match=f"only accepts {SIZE} px inputs"):
+        evaluate(fixed, cache, **dict(FAST, size=SIZE + 8))
+    assert evaluate(fixed, cache, normalize=None, limit=2, **dict(FAST, size=None))["size"] == SIZE
+    for kwargs, message in (
+        ({"limit": 0}, "limit must be"),
+        ({"size": 4}, "size must be"),
+        ({"bootstrap": 0}, "boot"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            evaluate(biased_models.invariant(), cache, **{**FAST, **kwargs})
+    assert (
+        evaluate(biased_models.invariant(), cache, normalize=None, limit=2, **dict(FAST, bootstrap=1))[
+            "bootstrap"
+        ]["resamples"]
+        == 1
+    )
+
+
+def test_example_picker_skips_only_the_items_that_do_not_fit() -> None:
+    picker = _ExamplePicker(2)
+    mask = torch.ones(3, 2, 2)
+    picker.offer(torch.zeros(3, 3, 2, 2), torch.tensor([0, 0, 0]), mask, {"m": mask})
+    picker.offer(torch.ones(2, 3, 2, 2), torch.tensor([0, 1]), mask[:2], {"m": mask[:2]})
+    assert picker.examples(["a", "b"]).labels.tolist() == [0, 1]  # the class-1 image after a skipped one
