@@ -82,14 +82,14 @@ class _PasteInWorkers:
 
 
 class _PartsView(Dataset):
-    def __init__(self, ds: Any) -> None:
-        self.ds = ds
+    def __init__(self, ds: Any, fg_at_paste_size: bool = False) -> None:
+        self.ds, self.fg_at_paste_size = ds, fg_at_paste_size
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.ds.load_parts(index)
+        return self.ds.load_parts(index, fg_at_paste_size=self.fg_at_paste_size)
 
 
 class ForCompLoader:
@@ -177,7 +177,7 @@ class ForCompLoader:
         if prefetch_factor is not None and num_workers > 0:
             kw["prefetch_factor"] = prefetch_factor
         self._dl = DataLoader(
-            _PartsView(dataset),
+            _PartsView(dataset, fg_at_paste_size=not self.paste_in_workers),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,

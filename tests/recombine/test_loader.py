@@ -254,3 +254,21 @@ def test_device_side_path_runs_where_the_workers_do_not_paste(train_cache):
     assert images.device.type == "meta" and labels.device.type == "meta" and masks.device.type == "meta"
     assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 32, 32)
     assert isinstance(images, tv_tensors.Image) and isinstance(masks, tv_tensors.Mask)
+
+
+def test_foreground_shrunk_in_the_worker_gives_the_same_picture(train_cache):
+    """For a GPU the workers shrink each foreground to its pasted size (premultiplied, so no dark
+    fringe); the paste then copies it 1:1. The picture is ds[i]'s (one resample either way)."""
+    from forcomp.recombine.transform import collate_parts
+
+    ds = ForComp(train_cache, "train", size=32, seed=5, return_masks=True)
+    shrunk = 0
+    for i in range(len(ds)):
+        small = ds.load_parts(i, fg_at_paste_size=True)
+        full = ds.load_parts(i)
+        assert small["fg"].shape[1] <= full["fg"].shape[1]
+        shrunk += small["fg"].shape[1] < full["fg"].shape[1]
+        a, ma = ds._recombine(collate_parts([small]))
+        b, mb = ds._recombine(collate_parts([full]))
+        assert (a - b).abs().max() < 0.03 and (ma - mb).abs().max() < 0.05
+    assert shrunk >= 3
