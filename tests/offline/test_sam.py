@@ -322,3 +322,13 @@ def test_encoder_batch_from_cuda_free_memory(global_sam):
     assert abs(seg.predictor.encoder_batch_size - expected) <= 1  # free memory moves a little
     emb = seg.predictor.embed(_images())
     assert emb.shape == (3, 256, 64, 64) and emb.device.type == "cuda"
+
+
+def test_free_memory_query_on_cpu():
+    import os
+
+    from forcomp.offline.segmenters.sam import free_memory_bytes
+
+    free = free_memory_bytes(torch.device("cpu"))
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert free is not None and 0 < free <= total

@@ -250,19 +250,28 @@ def free_memory_bytes(device: torch.device) -> int | None:
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type == "cpu":
+        avail: int | None = None
         try:
             with open("/proc/meminfo", encoding="ascii") as f:
                 for line in f:
                     if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
+                        avail = int(line.split()[1]) * 1024
         except OSError:
-            pass
-        try:
-            import psutil  # type: ignore[import-untyped]
+            try:
+                import psutil  # type: ignore[import-untyped]
 
-            return int(psutil.virtual_memory().available)
-        except ImportError:
-            return None
+                avail = int(psutil.virtual_memory().available)
+            except ImportError:
+                return None
+        # A container or Slurm job may be limited below the host's free memory (cgroup v2).
+        try:
+            limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            if limit != "max":
+                avail = min(avail, int(limit) - used) if avail is not None else int(limit) - used
+        except (OSError, ValueError):
+            pass
+        return avail
     return None
 
 
