@@ -181,6 +181,16 @@ def test_undefined_values_are_nan_not_inf_and_empty_conditions_are_nan() -> None
     assert r["bg_gap"]["n_images"] == 0
 
 
+def test_a_ladder_without_larger_factors_has_an_undefined_large_side() -> None:
+    grid = EvaluationGrid.default(size_factors=(0.5, 1.0))
+    correct = {
+        n: v for n, v in _correct().items() if not n.startswith("size=") or n in ("size=0.5", "size=1")
+    }
+    sb = _report(correct=correct, grid=grid)["size_bias"]
+    assert sb["curve"] == {"0.5": 0.65, "1": 0.75} and sb["small_mean"] == 0.65
+    assert math.isnan(sb["large_mean"]) and math.isnan(sb["large_score"])
+
+
 def test_no_chance_block_without_n_classes() -> None:
     r = _report()
     assert "chance" not in r and "accuracy_at_chance" not in r
