@@ -52,9 +52,14 @@ def tiny_weights(tmp_path_factory, tmp_path) -> Path:
     return w
 
 
-def test_check_runs_and_scores_every_usable_backend(tiny_weights, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_check_runs_and_scores_every_usable_backend(tiny_weights, tmp_path, device):
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     out = tmp_path / "out"
-    rep = check_backends(tiny_weights, out, device="cpu", photos=2, photo_px=64, scenes=4, scene_px=64)
+    rep = check_backends(tiny_weights, out, device=device, photos=2, photo_px=64, scenes=4, scene_px=64)
     by = {(r.stage, r.name): r for r in rep.results}
     assert set(by) == {
         ("segmenter", "classical"),
