@@ -399,7 +399,26 @@ def test_a_split_without_items_is_refused_with_the_build_command(
     )
 
 
-def test_report_fields_model_spec_and_cache_identity(cache: Path, capsys) -> None:
+class FakeBar:
+    """Stands in for ``tqdm.auto.tqdm`` (a real bar starts a monitor thread, which hangs forked test runs
+    such as mutmut's): records what the evaluation tells it."""
+
+    made: list[FakeBar] = []
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs, self.updates, self.closed = kwargs, [], False
+        FakeBar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_report_fields_model_spec_and_cache_identity(cache: Path, monkeypatch) -> None:
+    FakeBar.made.clear()
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeBar)
     spec = f"{Path(biased_models.__file__)}:factory"
     ev = run_evaluation(
         spec, cache, normalize=None, limit=6, progress=True, n_examples=3, recombine={"fg_scale_jitter": 0.1},
@@ -428,14 +447,16 @@ def test_report_fields_model_spec_and_cache_identity(cache: Path, capsys) -> Non
     assert rt["device"] == "cpu" and rt["batch_size"] == 5 and rt["torch"] == torch.__version__
     assert rt["python"] == platform.python_version() and 0 < rt["seconds"] < 600
     json.dumps({k: v for k, v in r.items() if k != "chance"})  # JSON-ready (NaN allowed)
-    err = capsys.readouterr().err
-    assert "forcomp evaluate" in err and "40/40" in err  # 2 batches x 20 conditions
+    (bar,) = FakeBar.made  # 2 batches x 20 conditions
+    assert bar.kwargs == {"total": 40, "desc": "forcomp evaluate", "unit": "batch"}
+    assert bar.updates == [1] * 40 and bar.closed
     ex = ev.examples
     assert (
         ex is not None and ex.images.shape == (3, 3, SIZE, SIZE + 8) and ex.classes == r["cache"]["classes"]
     )
     assert set(ex.maps) == {"input_x_gradient", "gradcam"}
     square = run_evaluation(biased_models.invariant(), cache, normalize=None, limit=2, **FAST).report
+    assert len(FakeBar.made) == 1  # no bar without progress=True
     assert square["size"] == SIZE and square["gradcam_layer"] is None
     loaded = wrap_module(biased_models.invariant())
     assert evaluate(loaded, cache, normalize=None, limit=2, **FAST)["model"] == loaded.identity()
