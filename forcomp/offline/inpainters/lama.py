@@ -185,10 +185,9 @@ class LamaInpainter:
                 size = (max(8, round(w * s)), max(8, round(h * s)))
                 work_imgs.append(cv2.resize(im, size, interpolation=cv2.INTER_AREA))
                 # Any hole pixel in a cell makes the cell a hole: no object colour leaks into the fill.
-                work_masks.append(cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0)
-                work_masks[-1] |= (
-                    cv2.resize(m.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) > 0
-                )
+                # Area resampling in float gives every cell a share of each pixel it overlaps, so one
+                # hole pixel is enough (uint8 rounded a lone pixel's 1/16 to 0 and lost it).
+                work_masks.append(cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0)
             else:
                 work_imgs.append(im)
                 work_masks.append(m.astype(bool))

@@ -1,0 +1,502 @@
+"""Grounded SAM pre/post-processing pinned value by value (issue 17: mutants test_grounded.py let through).
+
+Prompt building (class-name files, WordNet parents, folder names), the detectors' box decoding on
+known outputs (Grounding DINO: phrase spans between dots, boxes relative to the image; OWLv2: boxes
+relative to the padded square, best *real* query), thresholds (strict, per detector), clamping,
+per-prompt NMS, order, and the candidates' merging (per prompt, then by IoU). Detector outputs are
+replaced by known tensors behind the real tiny processors (their tokenizers decide the token layout),
+SAM by a predictor double whose masks are their boxes (what SAM returns for a box around a blob).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_models import GDINO_DIR, OWL_DIR, weights_with  # noqa: E402
+
+from forcomp.errors import ForcompError  # noqa: E402
+from forcomp.offline.segmenters.base import MaskCandidate  # noqa: E402
+from forcomp.offline.segmenters.grounded import (  # noqa: E402
+    BOX_THRESHOLDS,
+    Detections,
+    GroundedSamSegmenter,
+    ZeroShotDetector,
+    class_prompts,
+    read_class_names,
+)
+from forcomp.offline.segmenters.sam import SamSegmenter  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + np.exp(-x))
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_class_prompts_from_names_wordnet_and_folder():
+    names = {"w": ["widget", "gadget", "thing", "object"]}
+    assert class_prompts("w", parents=2, class_names=names) == ["widget", "gadget", "thing"]
+    assert class_prompts("w", parents=0, class_names=names) == ["widget"]
+    assert class_prompts("w", parents=9, class_names=names) == names["w"]
+    assert class_prompts("n01440764", parents=2) == ["tench", "cyprinid", "cypriniform fish"]
+    assert class_prompts("n01440764", parents=1) == ["tench", "cyprinid"]
+    assert class_prompts("n01440764", parents=0) == ["tench"]
+    assert class_prompts("n01440764", parents=2, class_names=names) == [
+        "tench",
+        "cyprinid",
+        "cypriniform fish",
+    ]
+    chain = class_prompts("n01440764", parents=50)
+    assert chain[-1] == "entity" and len(chain) == len(set(chain)), "walks to the root, no name twice"
+    assert class_prompts("golden_retriever") == ["golden retriever"]
+    assert class_prompts("_") == ["_"]
+    assert class_prompts(" x_y ") == ["x y"]
+
+
+def test_class_prompts_skip_a_repeated_name(monkeypatch):
+    """WordNet repeats names up the tree (a class and its parent both called 'x'): each name once."""
+    from forcomp.offline.segmenters import grounded
+
+    table = {
+        "c": {"names": ["dog", "canine"], "parent": "p1"},
+        "p1": {"names": ["dog"], "parent": "p2"},
+        "p2": {"names": ["carnivore"], "parent": "p3"},
+        "p3": {"names": ["animal"], "parent": None},
+    }
+    monkeypatch.setattr(grounded, "wordnet_data", lambda: {"synsets": table})
+    assert class_prompts("c", parents=2) == ["dog", "carnivore", "animal"]
+    assert class_prompts("c", parents=1) == ["dog", "carnivore"]
+    assert class_prompts("c", parents=5) == ["dog", "carnivore", "animal"]
+    assert class_prompts("p2", parents=0) == ["carnivore"]
+
+
+def test_read_class_names_json(tmp_path):
+    p = tmp_path / "n.JSON"
+    p.write_text(json.dumps({"a": " apple ", "b": ["bus", " vehicle"], "1": "one"}), encoding="utf-8")
+    assert read_class_names(p) == {"a": ["apple"], "b": ["bus", "vehicle"], "1": ["one"]}
+    for bad, msg in [
+        ("[1, 2]", r"must hold a JSON object \{class: name or \[names\]\}$"),
+        ("{", "is not valid JSON: "),
+        ('{"a": 3}', r": 'a' needs a name or a list of names$"),
+        ('{"a": []}', r": 'a' needs a name or a list of names$"),
+        ('{"a": ["x", " "]}', r": 'a' needs a name or a list of names$"),
+        ('{"a": ["x", 3]}', r": 'a' needs a name or a list of names$"),
+    ]:
+        p.write_text(bad, encoding="utf-8")
+        with pytest.raises(ForcompError, match=r"^class names file .*n\.JSON") as e:
+            read_class_names(p)
+        assert re.search(msg, str(e.value)), (bad, str(e.value))
+
+
+def test_read_class_names_text(tmp_path):
+    p = tmp_path / "n.txt"
+    p.write_text("# c\n\n  a : apple , fruit,,\nb\tbus\nc:d: e\n", encoding="utf-8")
+    assert read_class_names(p) == {"a": ["apple", "fruit"], "b": ["bus"], "c": ["d: e"]}
+    p.write_text("é: ça\n", encoding="utf-8")
+    assert read_class_names(p) == {"é": ["ça"]}
+    for text, line, got in [("a: x\nb:\n", 2, "b:"), ("a x\n", 1, "a x"), ("a: ,\n", 1, "a: ,")]:
+        p.write_text(text, encoding="utf-8")
+        with pytest.raises(ForcompError) as e:
+            read_class_names(p)
+        assert (
+            str(e.value) == f"class names file {p}:{line}: expected 'class: name[, parent...]', got {got!r}"
+        )
+    with pytest.raises(ForcompError, match=rf"^cannot read class names file {tmp_path / 'none.txt'}: "):
+        read_class_names(tmp_path / "none.txt")
+
+
+# ----------------------------------------------------------------------------- _finish
+
+
+def _bare_detector(threshold=0.3, nms_iou=0.5, max_detections=10) -> ZeroShotDetector:
+    det = ZeroShotDetector.__new__(ZeroShotDetector)
+    det.box_threshold, det.nms_iou, det.max_detections = threshold, nms_iou, max_detections
+    return det
+
+
+def test_finish_threshold_clamp_nms_order():
+    det = _bare_detector(threshold=0.3, nms_iou=0.5, max_detections=10)
+    boxes = torch.tensor(
+        [
+            [10.0, 10.0, 30.0, 30.0],  # 0: kept
+            [11.0, 11.0, 31.0, 31.0],  # 1: same prompt, overlaps 0 (IoU 0.82) with a lower score: suppressed
+            [11.0, 11.0, 31.0, 31.0],  # 2: the same box for another prompt: kept (NMS is per prompt)
+            [-5.0, -3.0, 70.0, 90.0],  # 3: clamped to the image
+            [5.0, 5.0, 20.0, 20.0],  # 4: score exactly at the threshold: dropped
+            [40.0, 40.0, 40.5, 50.0],  # 5: under a pixel wide: dropped
+            [40.0, 40.0, 50.0, 40.9],  # 6: under a pixel high: dropped
+            [20.0, 2.0, 21.0, 3.0],  # 7: exactly one pixel: kept
+            [65.0, 1.0, 80.0, 9.0],  # 8: right of the image (w = 64): clamped to nothing, dropped
+        ]
+    )
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.3, 0.95, 0.95, 0.31, 0.99])
+    labels = torch.tensor([0, 0, 1, 2, 0, 0, 0, 1, 2])
+    d = det._finish(boxes.clone(), scores, labels, (48, 64))
+    np.testing.assert_allclose(
+        d.boxes, [[10, 10, 30, 30], [11, 11, 31, 31], [0, 0, 64, 48], [20, 2, 21, 3]], atol=1e-6
+    )
+    np.testing.assert_allclose(d.scores, [0.9, 0.7, 0.6, 0.31], atol=1e-6)
+    assert d.labels.tolist() == [0, 1, 2, 1]
+    assert d.boxes.dtype == np.float32 and d.scores.dtype == np.float32
+    top2 = _bare_detector(max_detections=2)._finish(boxes.clone(), scores, labels, (48, 64))
+    assert top2.labels.tolist() == [0, 1] and top2.scores.tolist() == pytest.approx([0.9, 0.7])
+    loose = _bare_detector(nms_iou=0.9)._finish(boxes.clone(), scores, labels, (48, 64))
+    assert loose.labels.tolist() == [0, 0, 1, 2, 1], "IoU 0.82 is under 0.9: both boxes stay"
+    none = _bare_detector(threshold=0.99)._finish(boxes.clone(), scores, labels, (48, 64))
+    assert none.boxes.shape == (0, 4) and none.scores.shape == (0,) and none.labels.shape == (0,)
+
+
+def test_detections_empty():
+    e = Detections.empty()
+    assert e.boxes.shape == (0, 4) and e.boxes.dtype == np.float32
+    assert e.scores.shape == (0,) and e.scores.dtype == np.float32
+    assert e.labels.shape == (0,) and e.labels.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------- detectors on known outputs
+
+
+@pytest.fixture(scope="module")
+def owl(tmp_path_factory) -> ZeroShotDetector:
+    w = weights_with(tmp_path_factory, tmp_path_factory.mktemp("owl"), OWL_DIR)
+    return ZeroShotDetector(w / OWL_DIR, CPU, batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def gdino(tmp_path_factory) -> ZeroShotDetector:
+    w = weights_with(tmp_path_factory, tmp_path_factory.mktemp("gd"), GDINO_DIR)
+    return ZeroShotDetector(w / GDINO_DIR, CPU, batch_size=1)
+
+
+def _cxcywh(box, sx: float, sy: float) -> torch.Tensor:
+    x0, y0, x1, y1 = box
+    return torch.tensor([(x0 + x1) / 2 / sx, (y0 + y1) / 2 / sy, (x1 - x0) / sx, (y1 - y0) / sy])
+
+
+def test_owlv2_decoding(owl, monkeypatch):
+    """Boxes relative to the padded square (side = the long side); real queries only; sigmoid scores."""
+    assert owl.kind == "owlv2" and owl.box_threshold == BOX_THRESHOLDS["owlv2"] == 0.1
+    assert owl.batch_size == 1 and owl.nms_iou == 0.5 and owl.max_detections == 10
+    monkeypatch.setattr(owl, "batch_size", 2)  # one pass: image 1's single query is padded to 3
+    images = [np.full((50, 100, 3), 128, np.uint8), np.full((100, 40, 3), 128, np.uint8)]
+    prompts = [["tench", " fish ", "animal"], ["dog"]]
+    truth = [
+        [(20.0, 10.0, 60.0, 40.0), (70.0, 5.0, 95.0, 45.0)],
+        [(5.0, 30.0, 35.0, 80.0), (2.0, 2.0, 20.0, 20.0)],
+    ]
+    real = owl.model
+
+    def model(**inputs):
+        out = real(**inputs)
+        B, P, Q = out.logits.shape
+        assert (B, Q) == (2, 3)
+        logits = torch.full((B, P, Q), -10.0)
+        pred = torch.tensor([0.5, 0.5, 0.01, 0.01]).repeat(B, P, 1)
+        for b in range(2):
+            side = max(images[b].shape[:2])
+            for q, box in enumerate(truth[b]):
+                pred[b, q] = _cxcywh(box, side, side)
+        logits[0, 0, 1] = 3.0  # "fish"
+        logits[0, 1, 2] = -2.1  # "animal", sigmoid 0.109: above OWLv2's 0.1
+        logits[0, 2, 0] = -2.3  # sigmoid 0.091: under it
+        logits[1, 0, 0] = 2.0  # "dog"...
+        logits[1, 0, 2] = 8.0  # ...but the padding query " " matches better
+        logits[1, 1, 1] = 9.0  # a box matching only padding queries: its real score is -10
+        return SimpleNamespace(logits=logits, pred_boxes=pred)
+
+    seen_text: list = []
+    proc = owl.processor
+
+    def processor(**kw):
+        seen_text.append(kw["text"])
+        return proc(**kw)
+
+    monkeypatch.setattr(owl, "model", model)
+    monkeypatch.setattr(owl, "processor", processor)
+    d0, d1 = owl.detect(images, prompts)
+    assert seen_text == [
+        [["a photo of a tench", "a photo of a fish", "a photo of a animal"], ["a photo of a dog"]]
+    ]
+    np.testing.assert_allclose(d0.boxes, truth[0], atol=1e-3)
+    assert d0.labels.tolist() == [1, 2]
+    np.testing.assert_allclose(d0.scores, [_sig(3.0), _sig(-2.1)], rtol=1e-5)
+    np.testing.assert_allclose(d1.boxes, truth[1][:1], atol=1e-3)
+    assert d1.labels.tolist() == [0] and d1.scores[0] == pytest.approx(_sig(2.0))
+
+
+def _gdino_positions(tokenizer, ids: list[int], phrases: list[str]) -> list[list[int]]:
+    """Token positions of each phrase, by spelling the tokens out (the tiny tokenizer is per character)."""
+    toks = tokenizer.convert_ids_to_tokens(ids)
+    out, pos = [], 0
+    for ph in phrases:
+        target = ph.lower().replace(" ", "")
+        while True:
+            spelled = ""
+            k = pos
+            span = []
+            while k < len(toks) and len(spelled) < len(target):
+                spelled += toks[k].removeprefix("##")
+                span.append(k)
+                k += 1
+            if spelled == target:
+                out.append(span)
+                pos = k
+                break
+            pos += 1
+    return out
+
+
+def test_grounding_dino_decoding(gdino, monkeypatch):
+    """Phrase k's score is its best token; boxes are relative to the image itself (w, h)."""
+    assert gdino.kind == "grounding-dino" and gdino.box_threshold == BOX_THRESHOLDS["grounding-dino"] == 0.3
+    images = [np.full((50, 100, 3), 128, np.uint8), np.full((100, 40, 3), 128, np.uint8)]
+    prompts = [["Tench", "fish", "Big Animal"], ["dog"]]
+    truth = [
+        [(20.0, 10.0, 60.0, 40.0), (70.0, 5.0, 95.0, 45.0), (1.0, 1.0, 9.0, 9.0)],
+        [(5.0, 30.0, 35.0, 80.0), (2.0, 2.0, 20.0, 20.0)],
+    ]
+    texts: list = []
+    real = gdino.model
+    tok = gdino.processor.tokenizer
+
+    def model(**inputs):
+        out = real(**inputs)
+        B, Q, T = out.logits.shape
+        b = len(texts)
+        ids = inputs["input_ids"][0].tolist()
+        texts.append(ids)
+        pos = _gdino_positions(tok, ids, prompts[b])
+        logits = torch.full((B, Q, T), -10.0)
+        pred = torch.tensor([0.5, 0.5, 0.01, 0.01]).repeat(B, Q, 1)
+        h, w = images[b].shape[:2]
+        for q, box in enumerate(truth[b]):
+            pred[0, q] = _cxcywh(box, w, h)
+        special = [k for k, t in enumerate(ids) if t in tok.all_special_ids]
+        dots = [k for k, t in enumerate(ids) if t == tok.convert_tokens_to_ids(".")]
+        if b == 0:
+            logits[0, 0, pos[1][-1]] = 3.0  # the last token of "fish"
+            logits[0, 0, pos[2][0]] = 1.0
+            logits[0, 1, pos[2][4]] = -0.8  # "big animal", sigmoid 0.31: above 0.3
+            logits[0, 1, pos[0][0]] = -0.9
+            logits[0, 2, pos[0][2]] = -0.85  # "tench", sigmoid 0.2994: under 0.3
+            logits[0, 2, special] = 9.0  # [CLS]/[SEP] tokens are no phrase
+            logits[0, 2, dots] = 9.0  # nor are the dots
+        else:
+            logits[0, 0, pos[0][1]] = 2.0  # "dog"
+            logits[0, 1, len(ids) :] = 9.0  # past the text: no phrase
+        return SimpleNamespace(logits=logits, pred_boxes=pred)
+
+    monkeypatch.setattr(gdino, "model", model)
+    seen_text: list = []
+    proc = gdino.processor
+
+    class Proc:
+        tokenizer = proc.tokenizer
+
+        def __call__(self, **kw):
+            seen_text.append(kw["text"])
+            return proc(**kw)
+
+    monkeypatch.setattr(gdino, "processor", Proc())
+    d0, d1 = gdino.detect(images, prompts)
+    assert seen_text == [["tench. fish. big animal."], ["dog."]]
+    np.testing.assert_allclose(d0.boxes, truth[0][:2], atol=1e-3)
+    assert d0.labels.tolist() == [1, 2]
+    np.testing.assert_allclose(d0.scores, [_sig(3.0), _sig(-0.8)], rtol=1e-5)
+    np.testing.assert_allclose(d1.boxes, truth[1][:1], atol=1e-3)
+    assert d1.labels.tolist() == [0] and d1.scores[0] == pytest.approx(_sig(2.0))
+
+
+def test_detect_batches(owl, monkeypatch):
+    calls: list[int] = []
+
+    def fake(imgs, prm):
+        calls.append(len(imgs))
+        return [Detections.empty() for _ in imgs]
+
+    monkeypatch.setattr(owl, "_detect_owlv2", fake)
+    monkeypatch.setattr(owl, "batch_size", 2)
+    assert len(owl.detect([np.zeros((8, 8, 3), np.uint8)] * 5, [["a"]] * 5)) == 5
+    assert calls == [2, 2, 1]
+
+
+def test_detector_options_checked(tmp_path):
+    for kw, msg in [
+        ({"box_threshold": 1.0}, r"^box_threshold must be in \[0, 1\), got 1.0$"),
+        ({"box_threshold": -0.1}, r"^box_threshold must be in \[0, 1\), got -0.1$"),
+        ({"batch_size": 0}, r"^batch_size and max_detections must be >= 1, got 0, 10$"),
+        ({"max_detections": 0}, r"^batch_size and max_detections must be >= 1, got 8, 0$"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            ZeroShotDetector(tmp_path, CPU, **kw)
+    with pytest.raises(ForcompError, match=rf"^detector directory {tmp_path} has no readable config.json: "):
+        ZeroShotDetector(tmp_path, CPU, box_threshold=0.0)
+
+
+# ----------------------------------------------------------------------------- SAM side: merging
+
+
+class _BoxPredictor:
+    """SAM predictor double: each box's best mask is the box itself (SAM on a box around a solid blob)."""
+
+    def __init__(self) -> None:
+        self.boxes: list[np.ndarray] = []
+
+    def embed(self, images):
+        return [torch.zeros(1) for _ in images]
+
+    def predict_boxes(self, embedding, image_hw, boxes):
+        h, w = image_hw
+        self.boxes.append(np.asarray(boxes))
+        masks = np.zeros((len(boxes), 3, h, w), bool)
+        for b, (x0, y0, x1, y1) in enumerate(np.asarray(boxes).round().astype(int)):
+            masks[b, :, y0:y1, x0:x1] = True
+        ious = np.tile(np.array([0.9, 0.5, 0.2]), (len(boxes), 1))
+        return masks, ious
+
+
+class _FixedDetector:
+    def __init__(self, dets: list[Detections]) -> None:
+        self.dets = dets
+        self.prompts: list = []
+
+    def detect(self, images, prompts):
+        self.prompts.append(prompts)
+        return self.dets
+
+
+def _seg(dets, **kw) -> tuple[GroundedSamSegmenter, _BoxPredictor, _FixedDetector]:
+    pred = _BoxPredictor()
+    sam = SamSegmenter(pred, weights_id="sam", min_region_ratio=0.0, max_area_ratio=1.0)  # type: ignore[arg-type]
+    det = _FixedDetector(dets)
+    return GroundedSamSegmenter(det, sam, weights_id="d+sam", **kw), pred, det  # type: ignore[arg-type]
+
+
+def test_segment_merges_per_prompt_then_by_iou():
+    boxes = np.array(
+        [
+            [0, 0, 10, 10],  # "tench" 0.9
+            [30, 30, 40, 40],  # "tench" again 0.5: united with the first
+            [0, 0, 10, 11],  # "cyprinid" 0.8: IoU 0.909 with the first tench box's mask...
+            [50, 0, 60, 10],  # "cypriniform fish" 0.6: apart
+        ],
+        np.float32,
+    )
+    d = Detections(boxes, np.array([0.9, 0.5, 0.8, 0.6], np.float32), np.array([0, 0, 1, 2]))
+    seg, pred, det = _seg([d], merge_iou=0.9, max_candidates=3)
+    img = np.zeros((48, 64, 3), np.uint8)
+    (cands,) = seg.segment([img], ["n01440764"])
+    assert det.prompts == [[["tench", "cyprinid", "cypriniform fish"]]]
+    np.testing.assert_array_equal(pred.boxes[0], boxes)
+    # ...but the tench candidate is the union of two boxes (IoU 100/200 with cyprinid's): no merge
+    assert [c.label for c in cands] == ["tench", "cyprinid", "cypriniform fish"]
+    assert [c.score for c in cands] == pytest.approx([0.9 * 0.9, 0.9 * 0.8, 0.9 * 0.6])
+    want = np.zeros((48, 64), bool)
+    want[0:10, 0:10] = want[30:40, 30:40] = True
+    assert np.array_equal(cands[0].mask, want)
+    assert seg.segment([], []) == []
+
+
+def test_merge_by_iou():
+    def box(x0, y0, x1, y1):
+        m = np.zeros((20, 20), bool)
+        m[y0:y1, x0:x1] = True
+        return m
+
+    a = MaskCandidate(box(0, 0, 10, 10), 0.5, "a")
+    b = MaskCandidate(box(0, 0, 10, 11), 0.8, "b")  # IoU 100/110 = 0.909 with a
+    c = MaskCandidate(box(10, 10, 20, 20), 0.7, "c")
+    seg, _, _ = _seg([], merge_iou=0.9)
+    out = seg._merge([a, c, b])
+    assert [m.label for m in out] == ["b", "c"] and [m.score for m in out] == [0.8, 0.7]
+    assert np.array_equal(out[0].mask, a.mask | b.mask)
+    seg.merge_iou = 100 / 110  # exactly the IoU: not more than it, no merge
+    assert [m.label for m in seg._merge([a, c, b])] == ["b", "c", "a"]
+    seg.merge_iou = 1.0
+    same = MaskCandidate(box(0, 0, 10, 10), 0.1, "same")
+    assert [m.label for m in seg._merge([a, same])] == ["a", "same"], "IoU 1 is not more than 1"
+
+
+def test_segment_max_candidates_and_fallbacks():
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], np.float32)
+    d = Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 1, 2]))
+    seg, _, _ = _seg([d], max_candidates=2)
+    assert [c.label for c in seg.segment([np.zeros((20, 60, 3), np.uint8)], ["n01440764"])[0]] == [
+        "tench",
+        "cyprinid",
+    ]
+    seg, pred, _ = _seg([Detections.empty()], fallback="none")
+    assert seg.segment([np.zeros((20, 60, 3), np.uint8)], ["x"]) == [[]] and pred.boxes == []
+    seg, pred, _ = _seg([Detections.empty()], fallback="sam", max_candidates=1)
+    (cands,) = seg.segment([np.zeros((20, 60, 3), np.uint8)], ["x"])
+    assert [c.label for c in cands] == ["center"], (
+        "center first (equal scores keep the prompt order), one kept"
+    )
+    np.testing.assert_allclose(pred.boxes[0], [[9, 3, 51, 17], [0, 0, 60, 20]])
+
+
+def test_segmenter_options_checked():
+    for kw, msg in [
+        ({"parents": -1}, r"^parents must be >= 0, got -1$"),
+        ({"max_candidates": 0}, r"^max_candidates must be >= 1, got 0$"),
+        ({"merge_iou": 0.0}, r"^merge_iou must be in \(0, 1\], got 0.0$"),
+        ({"merge_iou": 1.01}, r"^merge_iou must be in \(0, 1\], got 1.01$"),
+        ({"fallback": "x"}, r"^fallback must be 'none' or 'sam', got 'x'$"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            _seg([], **kw)
+    seg, _, _ = _seg([], parents=0, merge_iou=1.0, class_names={"w": ["widget", "gadget"]})
+    assert seg.prompts("w") == ["widget"] and seg.prompts("n01440764") == ["tench"]
+    seg, _, _ = _seg([])
+    assert (seg.parents, seg.max_candidates, seg.merge_iou, seg.fallback, seg.class_names) == (
+        2,
+        3,
+        0.9,
+        "none",
+        None,
+    )
+    assert seg.weights_id == "d+sam" and seg.name == "grounded-sam"
+
+
+def test_build_logs_detector_and_sam(tmp_path_factory, tmp_path, caplog):
+    from _tiny_models import SAM_FILE
+
+    from forcomp.offline.segmenters.grounded import build_grounded_segmenter
+
+    w = weights_with(tmp_path_factory, tmp_path / "w", OWL_DIR, SAM_FILE)
+    (tmp_path / "n.json").write_text(json.dumps({"k": ["kit", "set"]}))
+    with caplog.at_level(logging.INFO, logger="forcomp.offline.segmenters.grounded"):
+        seg = build_grounded_segmenter(
+            weights_dir=w,
+            device="cpu",
+            detector=OWL_DIR,
+            box_threshold=0.2,
+            nms_iou=0.4,
+            max_detections=4,
+            detector_batch_size=3,
+            parents=1,
+            class_names=str(tmp_path / "n.json"),
+            max_candidates=2,
+            merge_iou=0.8,
+            fallback="sam",
+            keep_frac=0.5,
+        )
+    d = seg.detector
+    assert (d.kind, d.box_threshold, d.nms_iou, d.max_detections, d.batch_size) == ("owlv2", 0.2, 0.4, 4, 3)
+    assert (seg.parents, seg.max_candidates, seg.merge_iou, seg.fallback) == (1, 2, 0.8, "sam")
+    assert seg.prompts("k") == ["kit", "set"] and seg.sam.keep_frac == 0.5
+    assert seg.weights_id == f"{OWL_DIR}+{SAM_FILE}" and seg.sam.weights_id == SAM_FILE
+    assert f"grounded-sam: detector {OWL_DIR} (owlv2) + {SAM_FILE} on cpu" in caplog.messages
