@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
+import time
 from pathlib import Path
 
 import biased_models
@@ -30,6 +32,7 @@ from torch import nn
 
 import forcomp
 from forcomp.errors import CacheFormatError, ForcompError
+from forcomp.metrics.attribution import Attributor, focus_scores
 from forcomp.metrics.bias import (
     _class_indices,
     _ExamplePicker,
@@ -43,7 +46,7 @@ from forcomp.metrics.bias import (
     prediction_rule,
     run_evaluation,
 )
-from forcomp.metrics.classnames import imagenet1k_index
+from forcomp.metrics.classnames import class_name, imagenet1k_index
 from forcomp.metrics.grids import EvaluationGrid
 from forcomp.metrics.models import wrap_module
 from forcomp.recombine.dataset import ForComp
@@ -130,15 +133,32 @@ def test_inputs_are_normalised_and_every_condition_is_paired_by_seed_and_subset(
     assert model.modes and not any(model.modes)  # predictions in eval mode
 
 
-def test_without_normalisation_the_model_gets_the_images_and_every_item(cache: Path) -> None:
+def test_without_normalisation_the_model_gets_the_images_and_every_item(cache: Path, caplog) -> None:
     model = Recorder(biased_models.invariant())
-    r = evaluate(model, cache, normalize=None, seed=0, **FAST)
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="forcomp.metrics.bias"):
+        r = evaluate(model, cache, normalize=None, seed=0, **FAST)
+    elapsed = time.perf_counter() - t0
     seen = per_condition(model, 4)  # 16 items: 5 + 5 + 5 + 1
     for name, images in reference_images(cache, 0, list(range(N_ITEMS))).items():
         torch.testing.assert_close(seen[name], images, atol=1e-5, rtol=0, msg=name)
     assert r["normalize"] is None and r["n_images"] == N_ITEMS and r["limit"] is None
     assert r["accuracy"] == 1.0 and r["chance"]["majority_share"] == 0.25
     assert r["foreground_focus"]["methods"]["input_x_gradient"]["n_valid"] == N_ITEMS
+    # focus recomputed here in float64 from the attribution of the focus condition's batches
+    ds = ForComp(cache, split="val", size=SIZE, seed=0, return_masks=True, background="all")
+    masks = torch.stack([ds[i][2] for i in range(N_ITEMS)]).float()
+    labels = torch.tensor([i // PER_CLASS for i in range(N_ITEMS)])
+    attr = Attributor(model, ("input_x_gradient",))
+    k = EvaluationGrid.default().names().index("bg=all")
+    batches = zip(model.inputs[4 * k : 4 * k + 4], labels.split(5), strict=True)
+    maps = torch.cat([attr(x, y)["input_x_gradient"] for x, y in batches])
+    want = focus_scores(maps, masks, dtype=torch.float64).mean().item()
+    assert r["foreground_focus"]["score"] == pytest.approx(want, rel=1e-12, abs=0)
+    seconds = r["runtime"]["seconds"]
+    assert 0 < seconds <= elapsed + 1e-3 and seconds == round(seconds, 3)
+    lines = [m for m in caplog.messages if " accuracy " in m]
+    assert lines == [f"{n}: accuracy 1.0000 over {N_ITEMS} images" for n in EvaluationGrid.default().names()]
 
 
 def test_normalize_auto_uses_the_models_own_statistics(cache: Path) -> None:
@@ -185,15 +205,16 @@ class ImageNetColour(nn.Module):
         return rest.index_copy(1, torch.tensor(self.outputs, device=x.device), z)
 
 
-def test_1000_way_model_argmax_over_the_mapped_outputs_only(tmp_path: Path) -> None:
+def test_1000_way_model_argmax_over_the_mapped_outputs_only(tmp_path: Path, caplog) -> None:
     order = imagenet1k_index()
     wnids = sorted(order)
     classes = (wnids[5], wnids[300], wnids[600], wnids[900])
     outputs = [order[c] for c in classes]
     cache = make_colour_cache(tmp_path / "in1k", per_class=2, classes=classes)
-    r = evaluate(
-        ImageNetColour(outputs), cache, normalize=None, **dict(FAST, methods=("input_x_gradient", "gradcam"))
-    )
+    kw = dict(FAST, methods=("input_x_gradient", "gradcam"))
+    with caplog.at_level(logging.INFO, logger="forcomp.metrics.bias"):
+        r = evaluate(ImageNetColour(outputs), cache, normalize=None, **kw)
+    assert caplog.messages[0] == "mapping 4 cache classes onto the ImageNet-1k outputs by WordNet id"
     assert r["class_indices"] == outputs and r["n_model_outputs"] == 1000
     assert r["background_robustness"]["accuracy"] == {"orig": 1.0, "same": 1.0, "all": 1.0}
     assert r["prediction"] == (
@@ -259,6 +280,18 @@ def test_class_indices_validation_messages() -> None:
     with pytest.raises(ValueError) as e:
         _class_indices(20, many, {})
     assert str(e.value).endswith(f"lacks 12 of the cache's 12 classes: {many[:10]} …")
+    ten = [f"c{i:02d}" for i in range(10)]
+    with pytest.raises(ValueError) as e:
+        _class_indices(20, ten, {})
+    assert str(e.value).endswith(f"lacks 10 of the cache's 10 classes: {ten}")
+    with pytest.raises(ValueError) as e:
+        _class_indices(20, [*ten, "c10"], {})
+    assert str(e.value).endswith(f"lacks 11 of the cache's 11 classes: {ten} …")
+    with pytest.raises(ValueError) as e:
+        _class_indices(3, [*ten, "c10"], list(range(100, 111)))
+    assert str(e.value).endswith(f"got {list(range(100, 110))}")
+    with pytest.raises(ForcompError, match="^the model has 5 outputs but the cache has 2 classes"):
+        _class_indices(5, ["n01440764", "n01443537"], None)  # ImageNet wnids map only onto 1000 outputs
     assert _class_indices(4, ["x", "y"], [3, 0]) == [3, 0] and _class_indices(4, ["x", "y"], [0, 3]) == [0, 3]
     with pytest.raises(ForcompError) as e:
         _class_indices(7, classes, None)
@@ -531,7 +564,8 @@ def test_example_picker_keeps_each_image_with_its_own_label_mask_and_map() -> No
 def test_imagenet_classes_under_a_parent_shown_up_to_three_and_counts_of_the_rest() -> None:
     abstraction = _not_imagenet_message(["n00002137"])  # 3 ImageNet-1k classes below it: all shown
     assert "n00002137 (abstraction) — ImageNet-1k classes under it: n06794110 " in abstraction
-    assert " n09229709 " in abstraction and " …" not in abstraction
+    last = f"n09229709 {class_name('n09229709')} = {imagenet1k_index()['n09229709']}. The other 0 map"
+    assert last in abstraction and " …" not in abstraction
     article = _not_imagenet_message(["n00022903"])  # 4 below it: 3 shown, then …
     assert "n04263257 " in article and "n04597913" not in article and " …. The other 0 map" in article
     ten = _not_imagenet_message([f"n0999{i:04d}" for i in range(10)])
@@ -626,7 +660,7 @@ def test_model_specs_get_the_weights_options_and_sizes_are_checked(cache: Path, 
     assert evaluate(fixed, cache, normalize=None, limit=2, **dict(FAST, size=None))["size"] == SIZE
     for kwargs, message in (
         ({"limit": 0}, "limit must be"),
-        ({"size": 4}, "size must be"),
+        ({"size": 4}, r"^size must be an int >= 8 or \(h, w\), got 4$"),
         ({"bootstrap": 0}, "boot"),
     ):
         with pytest.raises(ValueError, match=message):
@@ -645,3 +679,23 @@ def test_example_picker_skips_only_the_items_that_do_not_fit() -> None:
     picker.offer(torch.zeros(3, 3, 2, 2), torch.tensor([0, 0, 0]), mask, {"m": mask})
     picker.offer(torch.ones(2, 3, 2, 2), torch.tensor([0, 1]), mask[:2], {"m": mask[:2]})
     assert picker.examples(["a", "b"]).labels.tolist() == [0, 1]  # the class-1 image after a skipped one
+
+
+def test_evaluate_passes_its_arguments_and_has_the_documented_defaults(cache: Path, monkeypatch) -> None:
+    seen: list[dict] = []
+    original = ForComp.loader
+
+    def loader(self, batch_size, **kwargs):
+        seen.append(dict(kwargs, batch_size=batch_size))
+        return original(self, batch_size, **{**kwargs, "num_workers": 0})  # workers: recorded, not started
+
+    monkeypatch.setattr(ForComp, "loader", loader)
+    FakeBar.made.clear()
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeBar)
+    model = biased_models.invariant()
+    r = evaluate(model, cache, size=SIZE, limit=2, methods=("input_x_gradient",), bootstrap=5)
+    assert r["runtime"]["batch_size"] == 64 and r["normalize"]["mean"] == [0.485, 0.456, 0.406]
+    assert {s["num_workers"] for s in seen} == {0} and FakeBar.made == []
+    seen.clear()
+    evaluate(model, cache, limit=2, num_workers=2, progress=True, device="cpu", normalize=None, **FAST)
+    assert {s["num_workers"] for s in seen} == {2} and len(FakeBar.made) == 1
