@@ -52,6 +52,7 @@ def test_class_prompts_from_names_wordnet_and_folder():
     assert class_prompts("w", parents=0, class_names=names) == ["widget"]
     assert class_prompts("w", parents=9, class_names=names) == names["w"]
     assert class_prompts("n01440764", parents=2) == ["tench", "cyprinid", "cypriniform fish"]
+    assert class_prompts("n01440764") == class_prompts("n01440764", parents=2), "two parents by default"
     assert class_prompts("n01440764", parents=1) == ["tench", "cyprinid"]
     assert class_prompts("n01440764", parents=0) == ["tench"]
     assert class_prompts("n01440764", parents=2, class_names=names) == [
@@ -262,41 +263,43 @@ def _gdino_positions(tokenizer, ids: list[int], phrases: list[str]) -> list[list
 def test_grounding_dino_decoding(gdino, monkeypatch):
     """Phrase k's score is its best token; boxes are relative to the image itself (w, h)."""
     assert gdino.kind == "grounding-dino" and gdino.box_threshold == BOX_THRESHOLDS["grounding-dino"] == 0.3
+    monkeypatch.setattr(gdino, "batch_size", 2)  # one pass: "dog." is padded to the longer text
     images = [np.full((50, 100, 3), 128, np.uint8), np.full((100, 40, 3), 128, np.uint8)]
+    # 1 + 5 + 1 + 4 + 1 + 9 + 1 + 1 tokens: the last letter of "big animal" is token 20
     prompts = [["Tench", "fish", "Big Animal"], ["dog"]]
     truth = [
         [(20.0, 10.0, 60.0, 40.0), (70.0, 5.0, 95.0, 45.0), (1.0, 1.0, 9.0, 9.0)],
         [(5.0, 30.0, 35.0, 80.0), (2.0, 2.0, 20.0, 20.0)],
     ]
-    texts: list = []
     real = gdino.model
     tok = gdino.processor.tokenizer
 
     def model(**inputs):
         out = real(**inputs)
         B, Q, T = out.logits.shape
-        b = len(texts)
-        ids = inputs["input_ids"][0].tolist()
-        texts.append(ids)
-        pos = _gdino_positions(tok, ids, prompts[b])
+        assert (B, Q, T) == (2, 20, 128)
         logits = torch.full((B, Q, T), -10.0)
         pred = torch.tensor([0.5, 0.5, 0.01, 0.01]).repeat(B, Q, 1)
-        h, w = images[b].shape[:2]
-        for q, box in enumerate(truth[b]):
-            pred[0, q] = _cxcywh(box, w, h)
-        special = [k for k, t in enumerate(ids) if t in tok.all_special_ids]
-        dots = [k for k, t in enumerate(ids) if t == tok.convert_tokens_to_ids(".")]
-        if b == 0:
-            logits[0, 0, pos[1][-1]] = 3.0  # the last token of "fish"
-            logits[0, 0, pos[2][0]] = 1.0
-            logits[0, 1, pos[2][4]] = -0.8  # "big animal", sigmoid 0.31: above 0.3
-            logits[0, 1, pos[0][0]] = -0.9
-            logits[0, 2, pos[0][2]] = -0.85  # "tench", sigmoid 0.2994: under 0.3
-            logits[0, 2, special] = 9.0  # [CLS]/[SEP] tokens are no phrase
-            logits[0, 2, dots] = 9.0  # nor are the dots
-        else:
-            logits[0, 0, pos[0][1]] = 2.0  # "dog"
-            logits[0, 1, len(ids) :] = 9.0  # past the text: no phrase
+        pos, special, dots = [], [], []
+        for b in range(2):
+            ids = inputs["input_ids"][b].tolist()
+            pos.append(_gdino_positions(tok, ids, prompts[b]))
+            special.append([k for k, i in enumerate(ids) if i in tok.all_special_ids])
+            dots.append([k for k, i in enumerate(ids) if i == tok.convert_tokens_to_ids(".")])
+            h, w = images[b].shape[:2]
+            for q, box in enumerate(truth[b]):
+                pred[b, q] = _cxcywh(box, w, h)
+        assert pos[0][2][-1] == 20 and inputs["input_ids"].shape[1] > 20
+        logits[0, 0, pos[0][1][-1]] = 3.0  # the last token of "fish"
+        logits[0, 0, pos[0][2][0]] = 1.0
+        logits[0, 1, pos[0][2][-1]] = -0.8  # "big animal", sigmoid 0.31: above 0.3
+        logits[0, 1, pos[0][0][0]] = -0.9
+        logits[0, 2, pos[0][0][2]] = -0.85  # "tench", sigmoid 0.2994: under 0.3
+        logits[0, 2, special[0]] = 9.0  # [CLS]/[SEP] tokens are no phrase
+        logits[0, 2, dots[0]] = 9.0  # nor are the dots
+        logits[1, 0, pos[1][0][1]] = 2.0  # "dog"
+        logits[1, 1, special[1]] = 9.0  # [CLS], [SEP] and the padding after "dog." are no phrase
+        logits[1, 1, pos[0][2][-1] + 1 :] = 9.0  # past the text
         return SimpleNamespace(logits=logits, pred_boxes=pred)
 
     monkeypatch.setattr(gdino, "model", model)
@@ -312,12 +315,31 @@ def test_grounding_dino_decoding(gdino, monkeypatch):
 
     monkeypatch.setattr(gdino, "processor", Proc())
     d0, d1 = gdino.detect(images, prompts)
-    assert seen_text == [["tench. fish. big animal."], ["dog."]]
+    assert seen_text == [["tench. fish. big animal.", "dog."]]
     np.testing.assert_allclose(d0.boxes, truth[0][:2], atol=1e-3)
     assert d0.labels.tolist() == [1, 2]
     np.testing.assert_allclose(d0.scores, [_sig(3.0), _sig(-0.8)], rtol=1e-5)
     np.testing.assert_allclose(d1.boxes, truth[1][:1], atol=1e-3)
     assert d1.labels.tolist() == [0] and d1.scores[0] == pytest.approx(_sig(2.0))
+
+
+def test_grounding_dino_image_without_prompts(gdino, monkeypatch):
+    """An image with no phrase has no detection; the images after it keep theirs."""
+    monkeypatch.setattr(gdino, "batch_size", 2)
+    real = gdino.model
+
+    def model(**inputs):
+        out = real(**inputs)
+        logits = torch.full_like(out.logits, -10.0)
+        logits[1, 0, 1] = 5.0  # image 1, query 0: the first letter of "dog"
+        pred = torch.tensor([0.5, 0.5, 0.5, 0.5]).repeat(*out.pred_boxes.shape[:2], 1)
+        return SimpleNamespace(logits=logits, pred_boxes=pred)
+
+    monkeypatch.setattr(gdino, "model", model)
+    d0, d1 = gdino.detect([np.full((40, 40, 3), 9, np.uint8)] * 2, [[], ["dog"]])
+    assert d0.boxes.shape == (0, 4) and d0.labels.shape == (0,)
+    assert d1.labels.tolist() == [0]
+    np.testing.assert_allclose(d1.boxes, [[10, 10, 30, 30]], atol=1e-3)
 
 
 def test_detect_batches(owl, monkeypatch):
@@ -343,27 +365,53 @@ def test_detector_options_checked(tmp_path):
         with pytest.raises(ValueError, match=msg):
             ZeroShotDetector(tmp_path, CPU, **kw)
     with pytest.raises(ForcompError, match=rf"^detector directory {tmp_path} has no readable config.json: "):
-        ZeroShotDetector(tmp_path, CPU, box_threshold=0.0)
+        ZeroShotDetector(tmp_path, CPU, box_threshold=0.0, max_detections=1, batch_size=1)
+
+
+def test_detector_directory_errors(tmp_path_factory, tmp_path):
+    """A config of another model type, and a config without the model's files: messages name both."""
+    bad = tmp_path / "bert"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ForcompError) as e:
+        ZeroShotDetector(bad, CPU)
+    assert str(e.value) == (
+        f"detector directory {bad} holds a 'bert' model; expected Grounding DINO or OWLv2 "
+        "(grounding-dino-base, grounding-dino-tiny, owlv2-base-patch16-ensemble)"
+    )
+    w = weights_with(tmp_path_factory, tmp_path / "w", OWL_DIR)
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((w / OWL_DIR / "config.json").read_text())
+    with pytest.raises(ForcompError) as e:
+        ZeroShotDetector(half, CPU)
+    msg, cause = str(e.value), e.value.__cause__
+    assert cause is not None and str(cause).strip()
+    first = str(cause).strip().splitlines()[0]
+    assert msg == f"cannot load the detector from {half}: {type(cause).__name__}: {first}"
 
 
 # ----------------------------------------------------------------------------- SAM side: merging
 
 
 class _BoxPredictor:
-    """SAM predictor double: each box's best mask is the box itself (SAM on a box around a solid blob)."""
+    """SAM predictor double: a box's best mask is the object (non-black pixels) inside it, read from
+    the image's embedding (here the image itself), as SAM gives for a box around a solid blob."""
 
     def __init__(self) -> None:
         self.boxes: list[np.ndarray] = []
 
     def embed(self, images):
-        return [torch.zeros(1) for _ in images]
+        return [torch.from_numpy(im.copy()) for im in images]
 
     def predict_boxes(self, embedding, image_hw, boxes):
         h, w = image_hw
+        obj = embedding.numpy().any(-1)
+        assert obj.shape == (h, w)
         self.boxes.append(np.asarray(boxes))
         masks = np.zeros((len(boxes), 3, h, w), bool)
         for b, (x0, y0, x1, y1) in enumerate(np.asarray(boxes).round().astype(int)):
-            masks[b, :, y0:y1, x0:x1] = True
+            masks[b, :, y0:y1, x0:x1] = obj[y0:y1, x0:x1]
         ious = np.tile(np.array([0.9, 0.5, 0.2]), (len(boxes), 1))
         return masks, ious
 
@@ -374,6 +422,7 @@ class _FixedDetector:
         self.prompts: list = []
 
     def detect(self, images, prompts):
+        assert len(images) == len(prompts) == len(self.dets)
         self.prompts.append(prompts)
         return self.dets
 
@@ -397,7 +446,7 @@ def test_segment_merges_per_prompt_then_by_iou():
     )
     d = Detections(boxes, np.array([0.9, 0.5, 0.8, 0.6], np.float32), np.array([0, 0, 1, 2]))
     seg, pred, det = _seg([d], merge_iou=0.9, max_candidates=3)
-    img = np.zeros((48, 64, 3), np.uint8)
+    img = np.full((48, 64, 3), 255, np.uint8)
     (cands,) = seg.segment([img], ["n01440764"])
     assert det.prompts == [[["tench", "cyprinid", "cypriniform fish"]]]
     np.testing.assert_array_equal(pred.boxes[0], boxes)
@@ -434,14 +483,14 @@ def test_segment_max_candidates_and_fallbacks():
     boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], np.float32)
     d = Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 1, 2]))
     seg, _, _ = _seg([d], max_candidates=2)
-    assert [c.label for c in seg.segment([np.zeros((20, 60, 3), np.uint8)], ["n01440764"])[0]] == [
+    assert [c.label for c in seg.segment([np.full((20, 60, 3), 255, np.uint8)], ["n01440764"])[0]] == [
         "tench",
         "cyprinid",
     ]
     seg, pred, _ = _seg([Detections.empty()], fallback="none")
-    assert seg.segment([np.zeros((20, 60, 3), np.uint8)], ["x"]) == [[]] and pred.boxes == []
+    assert seg.segment([np.full((20, 60, 3), 255, np.uint8)], ["x"]) == [[]] and pred.boxes == []
     seg, pred, _ = _seg([Detections.empty()], fallback="sam", max_candidates=1)
-    (cands,) = seg.segment([np.zeros((20, 60, 3), np.uint8)], ["x"])
+    (cands,) = seg.segment([np.full((20, 60, 3), 255, np.uint8)], ["x"])
     assert [c.label for c in cands] == ["center"], (
         "center first (equal scores keep the prompt order), one kept"
     )
@@ -500,3 +549,56 @@ def test_build_logs_detector_and_sam(tmp_path_factory, tmp_path, caplog):
     assert seg.prompts("k") == ["kit", "set"] and seg.sam.keep_frac == 0.5
     assert seg.weights_id == f"{OWL_DIR}+{SAM_FILE}" and seg.sam.weights_id == SAM_FILE
     assert f"grounded-sam: detector {OWL_DIR} (owlv2) + {SAM_FILE} on cpu" in caplog.messages
+
+
+def test_segment_each_image_its_own_boxes_and_embedding():
+    """Two images: the first without detection, the second with a box on empty ground then one on its
+    blob; each mask comes from its own image, and an empty box does not end the image's list."""
+    a = np.zeros((30, 40, 3), np.uint8)
+    b = np.zeros((30, 40, 3), np.uint8)
+    b[5:15, 20:30] = 200
+    d = Detections(
+        np.array([[0, 0, 10, 10], [18, 3, 32, 17]], np.float32),
+        np.array([0.9, 0.8], np.float32),
+        np.array([0, 1]),
+    )
+    seg, pred, det = _seg([Detections.empty(), d])
+    out = seg.segment([a, b], ["n01440764", "n01440764"])
+    assert out[0] == [] and [c.label for c in out[1]] == ["cyprinid"]
+    want = np.zeros((30, 40), bool)
+    want[5:15, 20:30] = True
+    assert np.array_equal(out[1][0].mask, want) and out[1][0].score == pytest.approx(0.9 * 0.8)
+
+
+def test_find_detector_messages(tmp_path):
+    from forcomp.errors import WeightsNotFoundError
+    from forcomp.offline.segmenters.grounded import DETECTORS, find_detector
+
+    with pytest.raises(WeightsNotFoundError) as e:
+        find_detector(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith("no zero-shot detector found: expected a directory ")
+    assert all(str(tmp_path / n) in msg and u in msg for n, u in DETECTORS.items())
+    with pytest.raises(
+        WeightsNotFoundError, match=r"^zero-shot detector 'owlv2-base-patch16-ensemble' not found"
+    ):
+        find_detector(tmp_path, OWL_DIR)
+    with pytest.raises(
+        ValueError, match=r"^detector must be 'auto' or a directory name in weights/, got 'a/b'$"
+    ):
+        find_detector(tmp_path, "a/b")
+
+
+def test_build_defaults(tmp_path_factory, tmp_path):
+    from _tiny_models import SAM_FILE
+
+    from forcomp.offline.segmenters.grounded import build_grounded_segmenter
+
+    w = weights_with(tmp_path_factory, tmp_path / "w", GDINO_DIR, OWL_DIR, SAM_FILE)
+    seg = build_grounded_segmenter(weights_dir=w, device="cpu", class_names={"k": ["kit", "set", "thing"]})
+    d = seg.detector
+    assert d.kind == "grounding-dino" and d.path == w / GDINO_DIR, "auto: Grounding DINO first"
+    assert (d.box_threshold, d.nms_iou, d.max_detections, d.batch_size) == (0.3, 0.5, 10, 8)
+    assert d.device == CPU and seg.sam.predictor.device == CPU and seg.sam.predictor.amp is True
+    assert (seg.parents, seg.max_candidates, seg.merge_iou, seg.fallback) == (2, 3, 0.9, "none")
+    assert seg.prompts("k") == ["kit", "set", "thing"] and seg.prompts("n01440764")[0] == "tench"

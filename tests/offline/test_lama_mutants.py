@@ -131,12 +131,16 @@ def test_model_sees_image_over_255_and_mask_padded_alike():
     """Reflection where the padding is smaller than the side, replication otherwise, on image AND mask."""
     call, seen = _spy(torch.jit.script(DiffusionLama()))
     inp = LamaInpainter(call, CPU, max_batch=8, max_pad_waste=0.99)
-    cases = [(10, 13), (16, 16), (5, 16), (12, 4)]
+    # padding < side: reflect; padding == side (8 of 16) or more: replicate
+    cases = [(10, 13), (16, 16), (5, 16), (12, 4), (8, 13), (13, 8)]
     ims, ms = zip(*(_rand(h, w, k) for k, (h, w) in enumerate(cases)), strict=True)
+    # flipped views (negative strides, as np.fliplr gives): torch.from_numpy needs a contiguous copy
+    ims = tuple(im[:, ::-1] for im in ims)
+    ms = tuple(m[::-1] for m in ms)
     out = inp.inpaint(list(ims), list(ms))
     assert len(seen) == 1
     x, mk = seen[0]
-    assert x.shape == (4, 3, 16, 16) and mk.shape == (4, 1, 16, 16)
+    assert x.shape == (6, 3, 16, 16) and mk.shape == (6, 1, 16, 16)
     assert x.dtype == torch.float32 and mk.dtype == torch.float32
     order = group_by_size(cases, max_waste=0.99, max_batch=8)[0]
     for row, i in enumerate(order):
@@ -219,7 +223,12 @@ def test_small_images_run_at_full_size_without_work_px():
 def test_work_px_sizes():
     call, seen = _spy(_constant_model(0.5))
     inp = LamaInpainter(call, CPU, work_px=32)
-    for (h, w), (sh, sw) in [((96, 128), (24, 32)), ((128, 96), (32, 24)), ((400, 40), (32, 8))]:
+    for (h, w), (sh, sw) in [
+        ((96, 128), (24, 32)),
+        ((128, 96), (32, 24)),
+        ((400, 40), (32, 8)),
+        ((40, 400), (8, 32)),
+    ]:
         seen.clear()
         im, m = _rand(h, w, 2)
         out = inp.inpaint([im], [m])[0]
@@ -228,6 +237,20 @@ def test_work_px_sizes():
         # the downscaled image (area average) in the unpadded corner; the fill is upsampled back
         assert abs(float(x[0, :, :sh, :sw].mean()) - im.mean() / 255) < 0.02
         assert out.shape == im.shape and np.array_equal(out[~m], im[~m]) and (out[m] == 128).all()
+
+
+def test_work_px_downscales_by_area_average():
+    """Each cell of the downscaled image is the mean of the pixels it covers (one-pixel lines survive)."""
+    call, seen = _spy(_constant_model(0.5))
+    im = np.zeros((96, 128, 3), np.uint8)
+    im[:, ::4] = 255  # a 1-pixel line every 4 pixels: a 4x4 cell averages to 63.75
+    im[::8, :, 1] = 200
+    m = np.zeros((96, 128), bool)
+    m[40:50, 60:70] = True
+    LamaInpainter(call, CPU, work_px=32).inpaint([im], [m])
+    x = seen[0][0][0, :, :24, :32].permute(1, 2, 0).numpy() * 255
+    want = im.astype(np.float64).reshape(24, 4, 32, 4, 3).mean((1, 3))
+    assert np.abs(x - want).max() <= 0.51
 
 
 @pytest.mark.parametrize("spot", [(0, 0), (1, 1), (2, 3), (37, 70), (95, 127), (50, 0)])
@@ -331,6 +354,15 @@ def test_load_failure_without_message(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.jit, "load", fail)
     with pytest.raises(ForcompError, match=r"not a TorchScript file \(ValueError: ValueError\)\. Expected"):
         load_lama(tmp_path / LAMA_FILE, CPU)
+
+
+def test_missing_file_message(tmp_path):
+    from forcomp.errors import WeightsNotFoundError
+
+    with pytest.raises(
+        WeightsNotFoundError, match=rf"^LaMa checkpoint not found: expected {tmp_path / LAMA_FILE}\."
+    ):
+        build_lama_inpainter(weights_dir=tmp_path, device="cpu")
 
 
 def test_build_passes_options_and_logs(tmp_path, caplog):

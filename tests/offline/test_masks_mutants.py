@@ -53,6 +53,13 @@ def test_hole_is_a_disc_of_the_scaled_radius(shape, px, r):
     assert np.array_equal(hole_mask(blob, px), _disc(blob, r))
 
 
+def test_one_pixel_dilation_is_kept_on_small_images():
+    """dilate_px = 1 grows the hole by one pixel (a cross), even where it scales below a pixel."""
+    for shape in ((500, 500), (60, 40)):
+        m = _dot(*shape, 20, 20)
+        assert _disc_extent(hole_mask(m, 1)) == (3, 3, 5)
+
+
 def test_no_dilation_is_a_copy():
     m = _dot(40, 40, 5, 5)
     for px in (0, -3):
