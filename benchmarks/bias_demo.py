@@ -8,7 +8,8 @@
    correlate with the class, as ImageNet's do — on shortcut-free images background robustness
    has nothing to detect).
 3. Train the same small model (a small CNN and a tiny torchvision ViT) (a) plainly on the train
-   images and (b) on forcomp recombinations of the train cache, over several seeds.
+   images and (b) on forcomp recombinations of the train cache, over several seeds; both arms with
+   the same RandomResizedCrop + flip recipe (ForComp fuses the crop into the recombination).
 4. Report accuracy on the shortcut-free test split and the four bias metrics (+ BG-gap),
    mean ± std over seeds: a table on stdout, JSON and a plot in ``--out``.
 
@@ -40,6 +41,7 @@ from shortcut_data import SHAPES, make_split  # noqa: E402
 import forcomp  # noqa: E402
 from forcomp.offline.config import BuildConfig  # noqa: E402
 from forcomp.offline.entry import build_cache  # noqa: E402
+from forcomp.recombine.params import CROP_TRIES, RecombineConfig, sample_crop  # noqa: E402
 
 log = logging.getLogger("bias_demo")
 
@@ -115,13 +117,29 @@ def train(model: nn.Module, batches, steps: int, lr: float, seed: int) -> None:
     model.eval()
 
 
+def _random_resized_crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per-sample RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) of a uint8 batch, torchvision's
+    sampling (forcomp's ``sample_crop``), so the plain arm trains with the same recipe as ForComp's
+    train split, which fuses this crop into the recombination."""
+    B, _, H, W = x.shape
+    cfg = RecombineConfig(crop_scale=(0.08, 1.0), hflip_prob=0.0)
+    u = torch.rand(B, 2 * CROP_TRIES + 2, generator=g)
+    box = sample_crop(torch.tensor([[H, W]] * B), cfg, u, (H, W))
+    out = torch.empty(B, 3, H, W)
+    for i, (x0, y0, w, h) in enumerate(torch.stack(box[:4], 1).long().tolist()):
+        crop = x[i : i + 1, :, y0 : y0 + h, x0 : x0 + w].float()
+        out[i] = F.interpolate(crop, size=(H, W), mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.clamp_(0, 255) / 255
+
+
 def plain_batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int):
+    """The plain arm: the source images with the same RandomResizedCrop (flip: in ``train``)."""
     g = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x) - batch + 1, batch):
             idx = perm[i : i + batch]
-            yield x[idx].float() / 255, y[idx]
+            yield _random_resized_crop(x[idx], g), y[idx]
 
 
 def recombine_settings(size: int) -> dict:
@@ -131,8 +149,14 @@ def recombine_settings(size: int) -> dict:
 
 def forcomp_batches(cache: Path, size: int, batch: int, seed: int):
     ds = forcomp.ForComp(
-        cache, split="train", size=size, background="all", seed=seed, **recombine_settings(size)
-    )
+        cache,
+        split="train",
+        size=size,
+        background="all",
+        seed=seed,
+        hflip_prob=0.0,
+        **recombine_settings(size),
+    )  # the train split's fused RandomResizedCrop is the recipe both arms share; ``train`` flips both
     epoch = 0
     while True:
         ds.set_epoch(epoch)

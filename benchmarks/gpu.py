@@ -236,8 +236,8 @@ def bench_kernel(device: torch.device, quick: bool) -> dict[str, Any]:
             ref_u8 = composite(fg8, hw, bg8, params, smoothing_radius=radius, method="matrix")[0]
     # compiled matrix path, fp32 matmuls and TF32 matmuls (uint8 in/out, as the loader feeds it)
     if device.type == "cuda" or not quick:
-        for tf32 in (False, True):
-            key = f"matrix, compiled, uint8{', tf32' if tf32 else ''}"
+        for tf32, dynamic in ((False, False), (True, False), (False, True)):
+            key = f"matrix, compiled{' dynamic' if dynamic else ''}, uint8{', tf32' if tf32 else ''}"
             prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
             try:
                 torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -246,7 +246,7 @@ def bench_kernel(device: torch.device, quick: bool) -> dict[str, Any]:
                 fn = torch.compile(
                     lambda f, h, b, p: composite(f, h, b, p, smoothing_radius=radius, method="matrix"),
                     fullgraph=True,
-                    dynamic=False,
+                    dynamic=dynamic,
                 )
                 t0 = time.perf_counter()
                 out = fn(fg8, hw, bg8, params)[0]
@@ -428,7 +428,7 @@ def bench_loader(
         record(f"ImageFolder + RandomResizedCrop + flip, {nw} workers", tv_run, nw)
         variants: dict[str, str | None] = {"default": None}
         if not quick and device.type == "cuda" and nw == max(workers_list):
-            variants |= {"eager": "eager", "compiled dynamic=True": "dynamic"}
+            variants |= {"eager": "eager", "compiled dynamic=None": "dynamic_none"}
         for label, variant in variants.items():
 
             def fc_run(nw: int = nw, variant: str | None = variant) -> tuple[float, int]:
@@ -437,8 +437,8 @@ def bench_loader(
                 rec = getattr(fc, "_recombine", None)
                 if variant == "eager" and rec is not None:
                     rec.compile = False
-                elif variant == "dynamic" and rec is not None:
-                    rec._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
+                elif variant == "dynamic_none" and rec is not None:  # static first, then recompiles
+                    rec._compiled = torch.compile(composite, fullgraph=True, dynamic=None)
                 it = fc.loader(batch, num_workers=nw, device=device, sampler=sampler(fc, nw))
                 return _drain((((x - mean) / std, y) for x, y, *_ in it), device, skip)  # noqa: B023
 

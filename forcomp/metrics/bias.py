@@ -97,18 +97,34 @@ def _make_dataset(
 ) -> Any:
     from forcomp.recombine.dataset import ForComp
 
+    # Conditions are measured on the whole background, on every split: the training recipe's
+    # RandomResizedCrop + flip (ForComp's default on the train split) would move and cut the object.
     return ForComp(
         cache,
         split=split,
         size=size,
         seed=seed,
         return_masks=True,
+        crop_scale=None,
+        hflip_prob=0.0,
         **(recombine or {}),
         **cond.recombine_kwargs(),
     )
 
 
-_CONDITION_KEYS = frozenset({"background", "nonant", "size_factor", "split", "size", "seed", "return_masks"})
+_CONDITION_KEYS = frozenset(
+    {
+        "background",
+        "nonant",
+        "size_factor",
+        "split",
+        "size",
+        "seed",
+        "return_masks",
+        "crop_scale",
+        "hflip_prob",
+    }
+)
 
 
 def _subset(n: int, limit: int | None, seed: int) -> list[int] | None:

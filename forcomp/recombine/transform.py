@@ -162,9 +162,12 @@ class Recombine(v2.Transform):
         kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": out_dtype}
         if self.uses_compile(parts.bg.device):
             if self._compiled is None:
-                # dynamic=None: the first new padded-foreground shape recompiles with dynamic sizes,
-                # later ones reuse that graph. fullgraph: a graph break would be a bug here.
-                self._compiled = torch.compile(composite, fullgraph=True, dynamic=None)
+                # dynamic=True: every batch pads its foregrounds to another size; one graph with
+                # symbolic sizes serves them all. dynamic=None compiled a static graph first and
+                # recompiled on the next shapes (3 graphs per loader run on an H200, several seconds
+                # each, where dynamic=True made 1; benchmarks/results/gpu_run2). fullgraph: a graph
+                # break would be a bug here.
+                self._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
             try:
                 return self._compiled(*args, method="matrix", **kw)
             except Exception as e:  # noqa: BLE001 - e.g. no Triton/C++ toolchain: eager is the same picture
