@@ -39,6 +39,16 @@ from forcomp.offline.segmenters.sam import SamSegmenter  # noqa: E402
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_stale_shared_weights():
+    """weights_with caches its folder per process; mutmut runs several pytest sessions in one process
+    and pytest deletes old base temp folders (also other users' runs do): forget a folder that is gone."""
+    import _tiny_models
+
+    if _tiny_models._SHARED and not _tiny_models._SHARED[0].exists():
+        _tiny_models._SHARED.clear()
+
+
 def _sig(x: float) -> float:
     return 1 / (1 + np.exp(-x))
 
@@ -340,6 +350,18 @@ def test_grounding_dino_image_without_prompts(gdino, monkeypatch):
     assert d0.boxes.shape == (0, 4) and d0.labels.shape == (0,)
     assert d1.labels.tolist() == [0]
     np.testing.assert_allclose(d1.boxes, [[10, 10, 30, 30]], atol=1e-3)
+    # batches of one: the results of every pass are kept, in order
+    monkeypatch.setattr(gdino, "batch_size", 1)
+    monkeypatch.setattr(
+        gdino,
+        "model",
+        lambda **inputs: SimpleNamespace(
+            logits=torch.full((1, 20, 128), 5.0),
+            pred_boxes=torch.tensor([0.5, 0.5, 0.5, 0.5]).repeat(1, 20, 1),
+        ),
+    )
+    out = gdino.detect([np.full((40, 40, 3), 9, np.uint8)] * 3, [["dog"], [], ["cat"]])
+    assert [len(d.boxes) for d in out] == [1, 0, 1]
 
 
 def test_detect_batches(owl, monkeypatch):
@@ -525,7 +547,8 @@ def test_build_logs_detector_and_sam(tmp_path_factory, tmp_path, caplog):
 
     from forcomp.offline.segmenters.grounded import build_grounded_segmenter
 
-    w = weights_with(tmp_path_factory, tmp_path / "w", OWL_DIR, SAM_FILE)
+    w = weights_with(tmp_path_factory, tmp_path / "w", GDINO_DIR, OWL_DIR, SAM_FILE)
+    (w / "sam_vit_l_0b3195.pth").write_bytes(b"not this one" * 100)  # "auto" would take it (larger)
     (tmp_path / "n.json").write_text(json.dumps({"k": ["kit", "set"]}))
     with caplog.at_level(logging.INFO, logger="forcomp.offline.segmenters.grounded"):
         seg = build_grounded_segmenter(
@@ -540,6 +563,9 @@ def test_build_logs_detector_and_sam(tmp_path_factory, tmp_path, caplog):
             class_names=str(tmp_path / "n.json"),
             max_candidates=2,
             merge_iou=0.8,
+            sam="vit_b",
+            encoder_batch_size=3,
+            amp=False,
             fallback="sam",
             keep_frac=0.5,
         )
@@ -547,6 +573,7 @@ def test_build_logs_detector_and_sam(tmp_path_factory, tmp_path, caplog):
     assert (d.kind, d.box_threshold, d.nms_iou, d.max_detections, d.batch_size) == ("owlv2", 0.2, 0.4, 4, 3)
     assert (seg.parents, seg.max_candidates, seg.merge_iou, seg.fallback) == (1, 2, 0.8, "sam")
     assert seg.prompts("k") == ["kit", "set"] and seg.sam.keep_frac == 0.5
+    assert seg.sam.predictor.encoder_batch_size == 3 and seg.sam.predictor.amp is False
     assert seg.weights_id == f"{OWL_DIR}+{SAM_FILE}" and seg.sam.weights_id == SAM_FILE
     assert f"grounded-sam: detector {OWL_DIR} (owlv2) + {SAM_FILE} on cpu" in caplog.messages
 
