@@ -19,6 +19,16 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
 
 
+def resize_hole(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` resized to ``size`` (width, height) so that every cell touching a hole pixel is a hole.
+
+    Area resampling in float gives each cell a share of every pixel it overlaps, so one hole pixel
+    is enough; a uint8 area resize rounded a lone pixel's 1/16 to 0 and a linear resize samples
+    only some pixels, and the object's colour then passed for known context next to its own hole.
+    """
+    return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+
+
 def hole_mask(mask: np.ndarray, dilate_px: int) -> np.ndarray:
     """The region to inpaint: the object mask grown by ``dilate_px`` (scaled to the image size)."""
     return _dilate(mask, max(1, _scaled(dilate_px, mask.shape)) if dilate_px > 0 else 0)

@@ -148,11 +148,13 @@ def _cheap_background(
     """The image with the masked object filled cheaply, resized to ``side``² (classifier input)."""
     import cv2
 
+    from forcomp.offline.masks import resize_hole
+
     h, w = mask.shape
     s = min(1.0, work_px / max(h, w))
     size = (max(4, round(w * s)), max(4, round(h * s)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    hole = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) > 0
+    hole = resize_hole(mask, size)
     hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if method == "mean":
         filled = small.copy()

@@ -298,8 +298,10 @@ def weights_with(factory, dest: Path, *names: str) -> Path:
 
     ``factory`` is pytest's ``tmp_path_factory``.
     """
-    if not _SHARED:
-        _SHARED.append(factory.mktemp("tiny-weights"))
+    # Rebuilt when the folder is gone: several pytest sessions in one process (mutmut) or another
+    # session's clean-up of old temporary folders can remove it between tests.
+    if not _SHARED or not _SHARED[0].is_dir():
+        _SHARED[:] = [factory.mktemp("tiny-weights")]
     shared = _SHARED[0]
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:

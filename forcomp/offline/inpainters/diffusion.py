@@ -124,6 +124,8 @@ class DiffusionInpainter:
         import torch
         from PIL import Image
 
+        from forcomp.offline.masks import resize_hole
+
         if len(images) != len(masks):
             raise ValueError(f"got {len(images)} images but {len(masks)} masks")
         groups: dict[tuple[int, int], list[int]] = {}
@@ -138,16 +140,7 @@ class DiffusionInpainter:
                     for i in chunk
                 ]
                 pil_masks = [
-                    Image.fromarray(
-                        (
-                            cv2.resize(
-                                masks[i].astype(np.uint8) * 255, (ww, wh), interpolation=cv2.INTER_LINEAR
-                            )
-                            > 0
-                        ).astype(np.uint8)
-                        * 255
-                    )
-                    for i in chunk
+                    Image.fromarray(resize_hole(masks[i], (ww, wh)).astype(np.uint8) * 255) for i in chunk
                 ]
                 gens = [torch.Generator("cpu").manual_seed(content_seed(self.seed, images[i])) for i in chunk]
                 with torch.inference_mode():

@@ -175,6 +175,8 @@ class LamaInpainter:
     def inpaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         import cv2
 
+        from forcomp.offline.masks import resize_hole
+
         if len(images) != len(masks):
             raise ValueError(f"got {len(images)} images but {len(masks)} masks")
         work_imgs, work_masks = [], []
@@ -184,10 +186,7 @@ class LamaInpainter:
             if s < 1:
                 size = (max(8, round(w * s)), max(8, round(h * s)))
                 work_imgs.append(cv2.resize(im, size, interpolation=cv2.INTER_AREA))
-                # Any hole pixel in a cell makes the cell a hole: no object colour leaks into the fill.
-                # Area resampling in float gives every cell a share of each pixel it overlaps, so one
-                # hole pixel is enough (uint8 rounded a lone pixel's 1/16 to 0 and lost it).
-                work_masks.append(cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0)
+                work_masks.append(resize_hole(m, size))  # any hole pixel in a cell makes the cell a hole
             else:
                 work_imgs.append(im)
                 work_masks.append(m.astype(bool))

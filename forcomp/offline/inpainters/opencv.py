@@ -14,6 +14,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from forcomp.offline.masks import resize_hole
 from forcomp.offline.registry import BackendSpec
 
 SPECS = [
@@ -76,9 +77,7 @@ class OpenCVInpainter:
         if scale < 1:
             w, h = max(4, round(W * scale)), max(4, round(H * scale))
             small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-            # Any hole pixel in a cell makes the cell a hole: no object colour leaks into the fill.
-            small_mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA) > 0
-            small_mask |= cv2.resize(mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 0
+            small_mask = resize_hole(mask, (w, h))  # any hole pixel in a cell makes the cell a hole
             filled = cv2.inpaint(small, small_mask.astype(np.uint8) * 255, self.radius_px, self.flag)
             filled = cv2.resize(filled, (W, H), interpolation=cv2.INTER_CUBIC)
         else:
