@@ -694,6 +694,7 @@ def test_evaluate_passes_its_arguments_and_has_the_documented_defaults(cache: Pa
     model = biased_models.invariant()
     r = evaluate(model, cache, size=SIZE, limit=2, methods=("input_x_gradient",), bootstrap=5)
     assert r["runtime"]["batch_size"] == 64 and r["normalize"]["mean"] == [0.485, 0.456, 0.406]
+    assert r["seed"] == 0
     assert {s["num_workers"] for s in seen} == {0} and FakeBar.made == []
     seen.clear()
     evaluate(model, cache, limit=2, num_workers=2, progress=True, device="cpu", normalize=None, **FAST)
