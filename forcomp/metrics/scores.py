@@ -57,9 +57,11 @@ def _size_names(acc: Mapping[str, Tensor], side: str) -> list[str]:
 
 
 def size_bias(acc: Mapping[str, Tensor]) -> Tensor:
-    """``1 − mean(acc over f < 1) / acc(f = 1)``."""
-    small = torch.stack([acc[n] for n in _size_names(acc, "small")]).mean(0)
-    return _finite(1.0 - small / acc["size=1"])
+    """``1 − mean(acc over f < 1) / acc(f = 1)`` (NaN for a ladder without a factor below 1)."""
+    names = _size_names(acc, "small")
+    if not names:
+        return torch.full_like(acc["size=1"], float("nan"))
+    return _finite(1.0 - torch.stack([acc[n] for n in names]).mean(0) / acc["size=1"])
 
 
 def size_bias_large(acc: Mapping[str, Tensor]) -> Tensor:

@@ -240,3 +240,10 @@ def test_the_default_bound_is_4e6_index_elements_exactly(monkeypatch) -> None:
     correct = {"a": torch.ones(n, dtype=torch.bool)}
     paired_bootstrap(correct, {"a": lambda a: a["a"]}, resamples=41, generator=torch.Generator())
     assert sizes == [(40, n), (1, n)]
+
+
+def test_size_bias_of_a_ladder_without_small_factors_is_nan_not_a_crash() -> None:
+    """``grids.size_conditions`` accepts any ladder containing 1; one with only f >= 1 has no small side."""
+    acc = {"size=1": torch.tensor(0.8), "size=1.5": torch.tensor(0.9), "size=2": torch.tensor(0.85)}
+    assert torch.isnan(size_bias(acc))
+    assert not torch.isnan(size_bias_large(acc))
