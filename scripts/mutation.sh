@@ -19,6 +19,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 MUTMUT=${MUTMUT:-.venv/bin/mutmut}
 JOBS=${JOBS:-2}
+# One torch/OpenMP thread per mutant worker: workers forked after torch ran spin on its thread pool,
+# hit mutmut's CPU-time limit and count as "killed" (an equivalent mutant was, and each took ~8 s).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 if [[ $# -eq 0 ]]; then
     mapfile -t MODULES < <("$PY" -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]["only_mutate"], sep="\n")')
