@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from scenes import make_imagefolder
 
@@ -118,7 +119,20 @@ def test_preview_picks_the_split_the_cache_has(tmp_path, capsys):
     assert main(["build", str(src), str(cache), "--quiet"]) == 0
     out = tmp_path / "p.png"
     assert main(["preview", str(cache), "--out", str(out), "--rows", "2", "--recombinations", "1"]) == 0
-    assert out.stat().st_size > 0
+    from PIL import Image
+
+    from forcomp.preview import TILE
+
+    grid = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    # one row per item (2) below a 20 px header; source, foreground, background, 1 recombination
+    assert grid.shape == (20 + 2 * TILE, 4 * TILE, 3)
+    for r in range(2):
+        tiles = [grid[20 + r * TILE : 20 + (r + 1) * TILE, c * TILE : (c + 1) * TILE] for c in range(4)]
+        for c, t in enumerate(tiles):
+            assert t.std() > 5, f"row {r}, column {c} is blank"
+        # the inpainted background is not the source (the object was removed), the recombination
+        # is not the background alone (an object was pasted)
+        assert np.abs(tiles[0] - tiles[2]).mean() > 1 and np.abs(tiles[3] - tiles[2]).mean() > 1
 
 
 def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):

@@ -151,3 +151,31 @@ def test_is_image_file():
         and not is_image_file(Path("a.txt"))
         and not is_image_file(Path("a"))
     )
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA"])
+def test_transparent_pixels_are_composited_on_white(tmp_path, mode):
+    """A transparent region reads as white, whatever colour the file stores under it (black here),
+    and opaque pixels keep their colour; half-transparent ones are blended with white."""
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    rgb[:, 20:] = (200, 30, 30)  # opaque red half
+    alpha = np.zeros((30, 40), np.uint8)
+    alpha[:, 20:] = 255
+    alpha[:5, 20:] = 128  # a half-transparent strip over the red
+    if mode == "P":
+        pal = Image.fromarray(rgb).quantize(colors=2)
+        black = int(np.asarray(pal)[0, 0])
+        pal.save(tmp_path / "x.png", transparency=black)
+    elif mode == "RGBA":
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "x.png")
+    else:
+        Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA").save(tmp_path / "x.png")
+    out = load_rgb(tmp_path / "x.png").astype(int)
+    assert (out[:, :20] == 255).all()  # transparent black -> white
+    if mode == "P":
+        assert (np.abs(out[:, 20:] - [200, 30, 30]) <= 30).all()
+    elif mode == "RGBA":
+        assert (np.abs(out[5:, 20:] - [200, 30, 30]) <= 1).all()
+        assert (np.abs(out[:5, 20:] - [227, 142, 142]) <= 2).all()  # 0.5 red + 0.5 white
+    else:
+        assert (np.abs(out[5:, 20:] - 200) <= 1).all() and (np.abs(out[:5, 20:] - 227) <= 2).all()
