@@ -41,7 +41,7 @@ def apply_augment(augment: Augment, images: torch.Tensor, masks: torch.Tensor | 
     with masks, ``augment(images, masks[:, None])`` (kornia's ``data_keys=["input", "mask"]``).
     """
     if isinstance(augment, v2.Transform):
-        outs = []
+        outs: list[Any] = []
         for i in range(images.shape[0]):
             img = tv_tensors.Image(images[i])
             outs.append(augment(img, tv_tensors.Mask(masks[i])) if masks is not None else (augment(img),))
@@ -222,7 +222,7 @@ class ForCompLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         self._start_epoch()
         ds, dev = self.dataset, self.device
-        source = self._dl if self.paste_in_workers else self._on_device(self._dl)
+        source: Iterable[Any] = self._dl if self.paste_in_workers else self._on_device(self._dl)
         for batch in source:
             if self.paste_in_workers:
                 images, labels, masks, failures = batch

@@ -328,10 +328,12 @@ def sample_params(
     """
     device = fg_ratio.device
     B = fg_ratio.shape[0]
+    H: torch.Tensor | float
+    W: torch.Tensor | float
     if isinstance(canvas, torch.Tensor):
         H, W = canvas[:, 0].to(device, torch.float32), canvas[:, 1].to(device, torch.float32)
     else:
-        H, W = canvas
+        H, W = float(canvas[0]), float(canvas[1])
     fr, br = fg_ratio.float(), bg_ratio.float()
     mode = cfg.fg_size_mode
     if mode == "range":
