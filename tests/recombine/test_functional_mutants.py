@@ -29,7 +29,7 @@ def _object(h: int, w: int, seed: int) -> np.ndarray:
     alpha = np.zeros((h, w))
     alpha[: h // 3, :] = 1.0  # the top bar of an upside-down L
     alpha[:, : w // 3] = 1.0  # its left stem
-    alpha *= np.linspace(1.0, 0.5, w)[None, :]
+    alpha *= np.linspace(0.75, 1.0, w)[None, :]  # strongest at the right edge
     alpha[h // 2, w - 1] = 0.8  # a lone pixel on the right
     rgba[3] = alpha
     return rgba
@@ -82,12 +82,12 @@ def _params(boxes, sigmas):
 BOXES = [
     (5, 4, 14, 9),
     (20, 10, 33, 25),
-    (-6, -5, 20, 15),
+    (60, 2, 10, 10),
     (45, 30, 18, 14),
     (-10, 8, 80, 12),
-    (60, 2, 10, 10),
+    (-6, -5, 20, 15),
 ]
-SRC_HW = [(18, 25), (12, 16), (15, 21), (14, 19), (10, 30), (7, 9)]
+SRC_HW = [(18, 25), (12, 16), (7, 9), (14, 19), (10, 30), (15, 21)]
 
 
 def _scene(seed: int = 0):
@@ -102,7 +102,7 @@ def _scene(seed: int = 0):
 
 
 @pytest.mark.parametrize("method", ["window", "matrix"])
-@pytest.mark.parametrize("sigma", [0.0, 1.4])
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 1.4])
 def test_float_paste_matches_the_reference(method, sigma):
     objs, fg, hw, bg = _scene()
     R = 5  # the window path's 3-sigma support ceil(4.2) = 5 equals the radius: both truncate at 5
@@ -120,7 +120,7 @@ def test_float_paste_matches_the_reference(method, sigma):
         ref, ref_mask = _reference(o, bg[i], BOXES[i], sigma, R)
         np.testing.assert_allclose(img[i].numpy(), ref, atol=2e-4, err_msg=f"object {i}")
         np.testing.assert_allclose(mask[i].numpy(), ref_mask, atol=2e-4, err_msg=f"mask {i}")
-    assert torch.equal(img[5], torch.tensor(bg[5], dtype=torch.float32)) and not mask[5].any()
+    assert torch.equal(img[2], torch.tensor(bg[2], dtype=torch.float32)) and not mask[2].any()  # outside
 
 
 @pytest.mark.parametrize("method", ["window", "matrix"])
@@ -238,12 +238,13 @@ def test_unbatched_and_auto_and_autocast():
     assert amat.dtype == torch.float32 and torch.allclose(amat, mat, atol=1e-6)
 
 
-def test_bicubic_window_matches_pils_bicubic():
+@pytest.mark.parametrize("sigma", [0.0, 1.4])
+def test_bicubic_window_matches_pils_bicubic(sigma):
     objs, fg, hw, bg = _scene(6)
-    p = _params(BOXES, [0.0] * 6)
+    p = _params(BOXES, [sigma] * 6)
     img, mask = composite(torch.tensor(fg), hw, torch.tensor(bg), p, method="window", fg_filter="bicubic")
     for i, o in enumerate(objs):
-        ref, ref_mask = _reference(o, bg[i], BOXES[i], 0.0, 0, Image.BICUBIC)
+        ref, ref_mask = _reference(o, bg[i], BOXES[i], sigma, 5, Image.BICUBIC)  # ceil(3 * 1.4)
         np.testing.assert_allclose(img[i].numpy(), ref, atol=2e-3)
         np.testing.assert_allclose(mask[i].numpy(), ref_mask, atol=2e-3)
     assert (mask >= 0).all() and (mask <= 1).all()
@@ -274,7 +275,10 @@ def test_refusals_name_the_value():
     ):
         composite(fg, hw, bg, p, fg_filter="nearest")
     with pytest.raises(
-        ValueError, match=re.escape("fg_filter='bicubic' needs method='window' (the matrix kernel")
+        ValueError,
+        match="^"
+        + re.escape("fg_filter='bicubic' needs method='window' (the matrix kernel is bilinear)")
+        + "$",
     ):
         composite(fg, hw, bg, p, fg_filter="bicubic", method="matrix")
     with pytest.raises(
@@ -326,3 +330,59 @@ def test_gaussian_matrix_rows():
     assert torch.allclose(g.sum(-1), torch.ones(2, 9, dtype=torch.float64))
     assert torch.equal(g[1], torch.eye(9, dtype=torch.float64)), "sigma 0: a delta"
     assert math.isclose(g[0, 3, 5].item(), g[0, 5, 3].item())  # full kernels: symmetric
+
+
+def test_float64_is_computed_in_float64_on_both_paths():
+    objs, fg, hw, bg = _scene(8)
+    p = _params(BOXES, [1.4] * 6)
+    fgt, bgt = torch.tensor(fg), torch.tensor(bg)
+    win, wmask = composite(fgt, hw, bgt, p, method="window", smoothing_radius=5)
+    mat, mmask = composite(fgt, hw, bgt, p, method="matrix", smoothing_radius=5)
+    assert (win - mat).abs().max() < 1e-12 and (wmask - mmask).abs().max() < 1e-12  # float32: ~1e-7 apart
+    f32, _ = composite(fgt.float(), hw, bgt.float(), p, method="matrix", smoothing_radius=5)
+    assert 0 < (f32.double() - mat).abs().max() < 1e-5, "float32 inputs compute in float32"
+
+
+def test_float_output_dtype_for_half_backgrounds():
+    objs, fg, hw, bg = _scene(9)
+    p = _params(BOXES, [1.4] * 6)
+    for method in ("window", "matrix"):
+        img, mask = composite(
+            torch.tensor(fg, dtype=torch.float16),
+            hw,
+            torch.tensor(bg, dtype=torch.float16),
+            p,
+            method=method,
+            out_dtype=torch.float32,
+        )
+        assert img.dtype == torch.float32 and mask.dtype == torch.float32, method
+
+
+def test_default_radius_is_twelve():
+    objs, fg, hw, bg = _scene(10)
+    p = _params(BOXES, [5.0] * 6)  # 3 sigma = 15: both paths truncate at the radius
+    for method in ("window", "matrix"):
+        img, mask = composite(torch.tensor(fg), hw, torch.tensor(bg), p, method=method)
+        for i, o in enumerate(objs):
+            ref, ref_mask = _reference(o, bg[i], BOXES[i], 5.0, 12)
+            np.testing.assert_allclose(img[i].numpy(), ref, atol=2e-6, err_msg=method)
+
+
+@pytest.mark.parametrize("method", ["window", "matrix"])
+def test_one_pixel_wide_and_high_objects(method):
+    objs, fg, hw, bg = _scene(11)
+    boxes = [(10, 5, 1, 12), (3, 20, 15, 1), (30, 30, 1, 1), (40, 4, 2, 9), (8, 33, 9, 2), (50, 10, 0.6, 8)]
+    p = _params(boxes, [0.0] * 6)
+    img, mask = composite(torch.tensor(fg), hw, torch.tensor(bg), p, method=method)
+    for i, o in enumerate(objs):
+        x, y, w, h = boxes[i]
+        ref, ref_mask = _reference(o, bg[i], (x, y, max(round(w), 1), h), 0.0, 0)
+        np.testing.assert_allclose(img[i].numpy(), ref, atol=2e-6, err_msg=str(i))
+        np.testing.assert_allclose(mask[i].numpy(), ref_mask, atol=2e-6, err_msg=str(i))
+
+
+def test_resample_matrix_span_starts_on_a_pixel_centre_and_ends_before_one():
+    m = resample_matrix(20, 8, torch.tensor([8.0]), torch.tensor([3.5]), torch.tensor([10.0]))[0]
+    assert m[3].sum().item() == pytest.approx(1.0), "centre 3.5 == start: inside"
+    assert (m[13] == 0).all(), "centre 13.5 == start + length: outside"
+    assert m[12].sum().item() == pytest.approx(1.0) and (m[2] == 0).all()

@@ -100,7 +100,7 @@ def test_uniform_counts_and_extras_do_not_move_the_paste():
         ValueError, match=re.escape("uniforms must have shape (3, 4) for this config, got (3, 3)")
     ):
         _paste(cfg, u[:, :3])
-    with pytest.raises(ValueError, match="sample_params needs a generator or per-sample uniforms"):
+    with pytest.raises(ValueError, match="^sample_params needs a generator or per-sample uniforms$"):
         sample_params(
             torch.ones(2), torch.ones(2), torch.ones(2, 2), torch.ones(2), (9, 9), RecombineConfig()
         )
@@ -510,6 +510,8 @@ def _reference_crop(H, W, scale, ratio, u):
         ((300, 40), (0.9, 1.0), (0.5, 2.0)),
         ((50, 50), (0.99, 1.0), (3.0, 4.0)),
         ((100, 400), (0.99, 1.0), (0.5, 1.0)),
+        ((60, 80), (1e-4, 4e-4), (0.2, 5.0)),
+        ((20, 20), (0.95, 1.0), (0.9, 1.1)),
     ],
 )
 def test_crop_box_follows_torchvisions_rule_draw_by_draw(hw, scale, ratio):
@@ -576,8 +578,8 @@ def test_whole_background_box_is_resize_to_cover_then_centre_crop():
 
 
 def test_flip_draw_is_the_last_uniform_and_has_its_probability():
-    cfg = RecombineConfig(hflip_prob=0.3)
-    c = sample_crop(torch.tensor([[10, 10]] * 3), cfg, torch.tensor([[0.29], [0.3], [0.9]]), (10, 10))
+    cfg = RecombineConfig(hflip_prob=0.5)  # flip when the draw is below p: P(flip) = p for u ~ U[0, 1)
+    c = sample_crop(torch.tensor([[10, 10]] * 3), cfg, torch.tensor([[0.49], [0.5], [0.9]]), (10, 10))
     assert c.flip.tolist() == [True, False, False]
     cfg = RecombineConfig(hflip_prob=0.3, crop_scale=(0.5, 1))
     u = torch.full((2, 23), 0.5)
@@ -629,3 +631,76 @@ def test_derive_seed_is_stable_mixed_and_in_range():
     assert derive_seed(-1) == derive_seed(2**64 - 1) != derive_seed(2**64 - 2)
     bits = np.array([bin(derive_seed(5, i) ^ derive_seed(5, i ^ 1)).count("1") for i in range(0, 400, 2)])
     assert 28 < bits.mean() < 35  # one input bit flips about half of the 63 output bits
+
+
+def test_background_choices_are_accepted():
+    assert [RecombineConfig(background=b).background for b in ("orig", "same", "all")] == [
+        "orig",
+        "same",
+        "all",
+    ]
+
+
+def test_outputs_are_float32_whatever_the_canvas_and_uniform_dtypes():
+    cfg = RecombineConfig(fg_scale_jitter=0.0)
+    u = torch.full((2, 4), 0.5, dtype=torch.float64)
+    canvas = torch.tensor([[100.0, 100.0], [50.0, 200.0]], dtype=torch.float64)
+    p = sample_params(
+        torch.full((2,), 0.04),
+        torch.full((2,), 0.04),
+        torch.tensor([[20, 20]] * 2),
+        torch.ones(2),
+        canvas,
+        cfg,
+        uniforms=u,
+    )
+    assert all(t.dtype == torch.float32 for t in p)
+    assert p.x0.tolist() == pytest.approx([40.0, 90.0])
+
+
+def test_centre_boxes_start_on_whole_pixels():
+    # resize-to-cover box of a 100 x 201 background for a square output: 100 x 100 at x = floor(101 / 2)
+    c = sample_crop(torch.tensor([[100, 201], [201, 100]]), RecombineConfig(), torch.empty(2, 0), (50, 50))
+    assert c.x0.tolist() == [50, 0] and c.y0.tolist() == [0, 50]
+    # fallbacks: 17 of 51 rows centred at floor(34 / 2); 100 of 401 columns at floor(301 / 2)
+    u = torch.rand(1, 22, generator=torch.Generator().manual_seed(8))
+    c = sample_crop(
+        torch.tensor([[51, 51]]), RecombineConfig(crop_scale=(0.99, 1), crop_ratio=(3, 4)), u, (8, 8)
+    )
+    assert (c.x0.item(), c.y0.item(), c.w.item(), c.h.item()) == (0, 17, 51, 17)
+    c = sample_crop(
+        torch.tensor([[100, 401]]), RecombineConfig(crop_scale=(0.99, 1), crop_ratio=(0.5, 1)), u, (8, 8)
+    )
+    assert (c.x0.item(), c.y0.item(), c.w.item(), c.h.item()) == (150, 0, 100, 100)
+
+
+def test_fallback_with_the_images_ratio_in_range_is_the_whole_image():
+    # every try draws the smallest aspect (0.5): 14 rows of a 10-row image, none fits
+    u = torch.zeros(1, 22)
+    c = sample_crop(
+        torch.tensor([[10, 10]]), RecombineConfig(crop_scale=(1, 1), crop_ratio=(0.5, 2)), u, (8, 8)
+    )
+    assert (c.x0.item(), c.y0.item(), c.w.item(), c.h.item()) == (0, 0, 10, 10)
+
+
+def test_crop_position_stays_inside_for_a_draw_of_one():
+    u = torch.ones(1, 22, dtype=torch.float64)
+    c = sample_crop(
+        torch.tensor([[60, 80]]), RecombineConfig(crop_scale=(0.25, 0.25), crop_ratio=(1, 1)), u, (8, 8)
+    )
+    # a 35 x 35 box (round(sqrt(1200))): the last whole-pixel position, not one past it
+    assert (c.x0.item(), c.y0.item(), c.w.item(), c.h.item()) == (45, 25, 35, 35)
+
+
+def test_crop_boxes_of_a_mixed_batch_follow_the_rule_row_by_row():
+    hws = [(50, 50), (20, 80), (60, 40), (30, 30)] * 50
+    scale, ratio = (0.9, 1.0), (2.5, 4.0)  # the square images rarely fit, the wide one often
+    cfg = RecombineConfig(crop_scale=scale, crop_ratio=ratio)
+    u = torch.rand(len(hws), 22, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    c = sample_crop(torch.tensor(hws), cfg, u, (8, 8))
+    got = torch.stack([c.x0, c.y0, c.w, c.h], 1)
+    want = torch.tensor(
+        [_reference_crop(*hw, scale, ratio, r.tolist()) for hw, r in zip(hws, u, strict=True)],
+        dtype=torch.float32,
+    )
+    assert torch.equal(got, want)
