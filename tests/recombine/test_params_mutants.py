@@ -704,3 +704,14 @@ def test_crop_boxes_of_a_mixed_batch_follow_the_rule_row_by_row():
         dtype=torch.float32,
     )
     assert torch.equal(got, want)
+
+
+def test_results_stay_on_the_inputs_device():
+    """Tensors made inside (centre positions, no-flip bits) go to the inputs' device ("meta" stands in
+    for a GPU here: no data, but a device of its own)."""
+    z = bates_from(torch.empty(5, 0, device="meta"), 0)
+    assert z.device.type == "meta" and z.shape == (5,)
+    c = sample_crop(
+        torch.empty(3, 2, device="meta"), RecombineConfig(), torch.empty(3, 0, device="meta"), (8, 8)
+    )
+    assert c.flip.device.type == "meta" and c.flip.dtype == torch.bool and c.flip.shape == (3,)
