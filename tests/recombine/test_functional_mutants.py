@@ -386,3 +386,13 @@ def test_resample_matrix_span_starts_on_a_pixel_centre_and_ends_before_one():
     assert m[3].sum().item() == pytest.approx(1.0), "centre 3.5 == start: inside"
     assert (m[13] == 0).all(), "centre 13.5 == start + length: outside"
     assert m[12].sum().item() == pytest.approx(1.0) and (m[2] == 0).all()
+
+
+@pytest.mark.parametrize("method", ["window", "matrix"])
+def test_sigma_below_the_threshold_is_not_feathered(method):
+    """Sigma <= 0.05 px is a delta: the resampled alpha itself, not ForNet's 2a - 1 edge."""
+    objs, fg, hw, bg = _scene(12)
+    fgt, bgt = torch.tensor(fg), torch.tensor(bg)
+    sharp, sharp_mask = composite(fgt, hw, bgt, _params(BOXES, [0.0] * 6), method=method)
+    small, small_mask = composite(fgt, hw, bgt, _params(BOXES, [0.03] * 6), method=method)
+    assert torch.equal(small, sharp) and torch.equal(small_mask, sharp_mask)
