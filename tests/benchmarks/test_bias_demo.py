@@ -76,3 +76,33 @@ def test_quick_run_writes_table_json_and_plot(tmp_path: Path, capsys: pytest.Cap
     assert len(res["runs"]) == 4 * res["settings"]["seeds"]
     assert (tmp_path / "bias_demo.png").stat().st_size > 10_000
     assert "cnn/forcomp" in capsys.readouterr().out
+    # The summary is the mean over the runs of each arm (not a copy of one run, not another arm's).
+    for key, row in res["summary"].items():
+        arch, mode = key.split("/")
+        runs = [r for r in res["runs"] if r["arch"] == arch and r["mode"] == mode]
+        assert len(runs) == res["settings"]["seeds"]
+        for name in demo.HEADLINES:
+            vals = [r[name] for r in runs]
+            assert math.isclose(row[name]["mean"], sum(vals) / len(vals), rel_tol=1e-9, abs_tol=1e-12), name
+    # The reported test accuracy is the saved model's on the shortcut-free test split, and the
+    # headline scores are those forcomp.evaluate gives that model on the cache (seed-0 models).
+    import torch
+
+    import forcomp
+
+    xte, yte = demo.load_folder(tmp_path / "data" / "test")
+    for arch in ("cnn", "vit"):
+        for mode in ("plain", "forcomp"):
+            model = demo.make_model(arch, len(demo.SHAPES), res["settings"]["size"])
+            model.load_state_dict(torch.load(tmp_path / "models" / f"{arch}_{mode}.pt", weights_only=True))
+            model.eval()
+            run = next(r for r in res["runs"] if (r["arch"], r["mode"], r["seed"]) == (arch, mode, 0))
+            assert demo.accuracy(model, xte, yte) == pytest.approx(run["test_acc"], abs=1e-9)
+            rep = forcomp.evaluate(
+                model, tmp_path / "cache", split="val", size=res["settings"]["size"], normalize=None,
+                batch_size=128, seed=0, methods=("input_x_gradient",),
+                recombine=demo.recombine_settings(res["settings"]["size"]),
+            )  # fmt: skip
+            assert rep["accuracy"] == pytest.approx(run["accuracy"], abs=1e-9)
+            assert rep["bg_gap"]["score"] == pytest.approx(run["bg_gap"], abs=1e-9)
+            assert rep["size_bias"]["score"] == pytest.approx(run["size_bias"], abs=1e-9, nan_ok=True)
