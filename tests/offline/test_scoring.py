@@ -129,3 +129,43 @@ def test_build_with_classifier_scorer(tmp_path_factory, tmp_path):
     summary = build_cache(src, tmp_path / "cache", cfg)
     assert summary.exit_code == 0, summary.format()
     assert summary.ok + summary.no_object == 2
+
+
+def test_build_writes_the_candidate_the_scorer_chose(tmp_path_factory, tmp_path, monkeypatch):
+    """The written foreground and index record are the scorer's pick, not SAM's best-scored mask:
+    the scorer is made to pick SAM's *lowest*-scored candidate, which the default rule never takes."""
+    from forcomp.cache.index import read_index
+    from forcomp.cache.layout import CacheLayout
+    from forcomp.offline.config import BuildConfig
+    from forcomp.offline.entry import build_cache
+
+    picked: dict[str, MaskCandidate] = {}
+    real_select = ClassifierScorer.select
+
+    def pick_lowest(self, images, candidates, classes, labels):
+        real_select(self, images, candidates, classes, labels)  # the real scorer still runs
+        idx = []
+        for img, cands in zip(images, candidates, strict=True):
+            i = int(np.argmin([c.score for c in cands]))
+            picked[img.tobytes()[:64].hex() + str(img.shape)] = cands[i]
+            idx.append(i)
+        return idx
+
+    monkeypatch.setattr(ClassifierScorer, "select", pick_lowest)
+    w = weights_with(tmp_path_factory, tmp_path / "w", SAM_FILE)
+    src = blob_folder(tmp_path / "src", per_class=1)
+    cfg = BuildConfig(
+        split="val", segmenter="sam", inpainter="telea", weights_dir=str(w), device="cpu",
+        scorer=FACTORY, scorer_options={"class_index": "label"},
+    )  # fmt: skip
+    summary = build_cache(src, tmp_path / "cache", cfg)
+    assert summary.exit_code == 0, summary.format()
+    assert picked, "the scorer never saw several candidates"
+    records = [r for r in read_index(CacheLayout(tmp_path / "cache", "val")).values() if r.status == "ok"]
+    assert records
+    chosen_scores = sorted(round(c.score, 6) for c in picked.values())
+    for r in records:
+        assert round(r.score, 6) in chosen_scores  # the lowest-scored candidate's, not the best one's
+        cand = next(c for c in picked.values() if round(c.score, 6) == round(r.score, 6))
+        ys, xs = np.nonzero(cand.mask)
+        assert tuple(r.bbox) == (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
