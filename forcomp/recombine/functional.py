@@ -285,12 +285,16 @@ def _composite_window(
     box = torch.stack([params.x0, params.y0, params.w.clamp_min(1), params.h.clamp_min(1)], 1)
     boxes = box.double().round().long().tolist()
     sigmas = params.sigma.double().tolist()
-    for b, ((x, y, w, h), (fh, fw), s) in enumerate(zip(boxes, fg_hw.tolist(), sigmas, strict=True)):
+    # the matrix path's test, in the params' own dtype: float32(0.05) > 0.05 only in float64
+    feathered = (params.sigma > 0.05).tolist()
+    for b, ((x, y, w, h), (fh, fw), s, f) in enumerate(
+        zip(boxes, fg_hw.tolist(), sigmas, feathered, strict=True)
+    ):
         ya, yb, xa, xb = max(y, 0), min(y + h, H), max(x, 0), min(x + w, W)
         if ya >= yb or xa >= xb:
             continue
         src = _premultiplied(fg[b, :, :fh, :fw], cdt, keep_uint8)
-        r = min(radius, math.ceil(3 * s)) if s > 0.05 else 0  # this sample's 3-sigma support
+        r = min(radius, math.ceil(3 * s)) if f else 0  # this sample's 3-sigma support
         # the object's rows/columns within r of the visible window: what its edge's blur reads
         ea, eb, ec, ed = max(ya - r, y), min(yb + r, y + h), max(xa - r, x), min(xb + r, x + w)
         # channels_last selects torch's SIMD kernel for uint8 (several times faster than planar)

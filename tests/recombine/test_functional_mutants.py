@@ -396,3 +396,16 @@ def test_sigma_below_the_threshold_is_not_feathered(method):
     sharp, sharp_mask = composite(fgt, hw, bgt, _params(BOXES, [0.0] * 6), method=method)
     small, small_mask = composite(fgt, hw, bgt, _params(BOXES, [0.03] * 6), method=method)
     assert torch.equal(small, sharp) and torch.equal(small_mask, sharp_mask)
+
+
+def test_both_kernels_agree_at_the_feathering_threshold() -> None:
+    """sigma exactly float32(0.05): both paths decide "feather or not" in the params' dtype (a
+    half-transparent object shows it: feathering re-hardens alpha 0.6 to 2 * 0.6 - 1 = 0.2)."""
+    fg = torch.zeros(1, 4, 20, 20, dtype=torch.uint8)
+    fg[:, :3] = 200
+    fg[:, 3, 2:18, 2:18] = 153
+    hw, bg = torch.tensor([[20, 20]]), torch.zeros(1, 3, 40, 40, dtype=torch.uint8)
+    p = RecombineParams(*(torch.tensor([v], dtype=torch.float32) for v in (10.0, 10.0, 20.0, 20.0, 0.05)))
+    _, ma = composite(fg, hw, bg, p, method="window")
+    _, mb = composite(fg, hw, bg, p, method="matrix")
+    assert torch.equal(ma, mb)
