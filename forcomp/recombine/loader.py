@@ -107,6 +107,21 @@ class ForCompLoader:
         ...     for images, labels in loader: ...
     """
 
+    dataset: Any
+    batch_size: int
+    num_workers: int
+    device: torch.device
+    sampler: Iterable[int]
+    paste_in_workers: bool
+    augment: Augment | None
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+    _dl: DataLoader
+    _epoch: int | None
+    _last_epoch: int
+    _sampler_epoch: int | None
+    _unseeded_base: int | None
+
     def __init__(
         self,
         dataset: Any,  # a forcomp.ForComp (not imported: dataset imports this module)
