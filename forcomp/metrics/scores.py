@@ -153,5 +153,3 @@ def bootstrap_mean(values: Tensor, *, resamples: int = 1000, generator: torch.Ge
         means.append(v[idx].mean(1))
         done += r
     return _quantiles(torch.cat(means))
-
-
