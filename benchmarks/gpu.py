@@ -434,7 +434,7 @@ def bench_loader(
             def fc_run(nw: int = nw, variant: str | None = variant) -> tuple[float, int]:
                 torch._dynamo.reset()  # each row compiles afresh (no shared recompile budget)
                 fc = ForComp(cache, "train", size=size, seed=0)
-                rec = getattr(fc, "_recombine", None)
+                rec = fc.recombine
                 if variant == "eager" and rec is not None:
                     rec.compile = False
                 elif variant == "dynamic_none" and rec is not None:  # static first, then recompiles

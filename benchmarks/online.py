@@ -41,7 +41,7 @@ from torchvision.transforms import v2
 
 from forcomp import ForComp
 from forcomp.cache.reader import CacheReader
-from forcomp.recombine.dataset import _decode, collate_parts
+from forcomp.recombine.dataset import collate_parts, decode
 from forcomp.recombine.functional import composite
 from forcomp.recombine.params import RecombineConfig, sample_params
 
@@ -134,7 +134,7 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
         per_sample = ForComp(cache, "train", size=None, background="all", seed=0)
         samples = [ds.load_parts(i) for i in range(n)]
         parts = collate_parts(samples)
-        rec = ds._recombine
+        rec = ds.recombine
         params = rec.make_params(parts)
 
         def ms(fn) -> float:
@@ -154,7 +154,7 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
             ),
             "decode fg+bg, torchvision (forcomp's)": ms(
                 lambda: [
-                    (_decode(f, ImageReadMode.RGB_ALPHA), _decode(b, ImageReadMode.RGB))
+                    (decode(f, ImageReadMode.RGB_ALPHA), decode(b, ImageReadMode.RGB))
                     for f, b in zip(fgb, bgb, strict=True)
                 ]
             ),
@@ -228,7 +228,7 @@ def worker_rate(ds: ForComp, batch: int, repeats: int, paste: bool) -> float:
                 items = range(i, min(i + batch, len(ds)))
                 parts = collate_parts([ds.load_parts(j, fg_at_paste_size=not paste) for j in items])
                 if paste:
-                    ds._recombine(parts)
+                    ds.recombine(parts)
             rates.append(len(ds) / (time.perf_counter() - t))
         return statistics.median(rates)
     finally:

@@ -1,4 +1,4 @@
-"""A synthetic classification dataset with known shortcuts, for the bias demo (issue 8).
+"""A synthetic classification dataset with known shortcuts, for the bias demo.
 
 K object classes are drawn as distinct shapes in random bright colours (colour carries no class
 information). Backgrounds come in K kinds (stripes, checks, blobs, gradient) in muted colours.

@@ -9,17 +9,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from forcomp.version import __version__
 
 _LAZY = {
     "ForComp": "forcomp.recombine.dataset",
     "ForCompLoader": "forcomp.recombine.loader",
     "KeepAlpha": "forcomp.recombine.fg_transform",
+    "LoaderOptions": "forcomp.recombine.loader",
     "Recombine": "forcomp.recombine.transform",
-    "RecombineConfig": "forcomp.recombine.params",
+    "RecombineConfig": "forcomp.recombine.config",
     "build_cache": "forcomp.offline.entry",
     "BuildConfig": "forcomp.offline.config",
     "evaluate": "forcomp.metrics.bias",
+    "EvaluateOptions": "forcomp.metrics.options",
     "verify_cache": "forcomp.cache.verify",
 }
 
@@ -28,12 +30,13 @@ __all__ = ["__version__", *sorted(_LAZY)]
 if TYPE_CHECKING:  # pragma: no cover
     from forcomp.cache.verify import verify_cache  # noqa: F401
     from forcomp.metrics.bias import evaluate  # noqa: F401
+    from forcomp.metrics.options import EvaluateOptions  # noqa: F401
     from forcomp.offline.config import BuildConfig  # noqa: F401
     from forcomp.offline.entry import build_cache  # noqa: F401
+    from forcomp.recombine.config import RecombineConfig  # noqa: F401
     from forcomp.recombine.dataset import ForComp  # noqa: F401
     from forcomp.recombine.fg_transform import KeepAlpha  # noqa: F401
-    from forcomp.recombine.loader import ForCompLoader  # noqa: F401
-    from forcomp.recombine.params import RecombineConfig  # noqa: F401
+    from forcomp.recombine.loader import ForCompLoader, LoaderOptions  # noqa: F401
     from forcomp.recombine.transform import Recombine  # noqa: F401
 
 

@@ -15,19 +15,47 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from forcomp import __version__
+from forcomp.version import __version__
 
 EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE = 0, 1, 2
 
 
+_FROM_REGISTRY = "(listed from the backend registry)"
+
+
+class _BackendHelpFormatter(argparse.HelpFormatter):
+    """Fills the backend options' help from the registries, only when help is printed.
+
+    Listing backends imports their modules (OpenCV, torch); ``forcomp --version`` and every other
+    command must not pay for that.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help != _FROM_REGISTRY:
+            return action.help
+        if action.dest == "scorer":
+            from forcomp.offline.scoring import SCORER_HELP
+
+            return SCORER_HELP
+        from forcomp.offline.inpainters import INPAINTERS
+        from forcomp.offline.segmenters import SEGMENTERS
+
+        reg = SEGMENTERS if action.dest == "segmenter" else INPAINTERS
+        return reg.help(str(action.default)).replace("%", "%%")
+
+
 def _add_build(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="segment + inpaint an ImageFolder into a cache (resumable)")
+    p = sub.add_parser(
+        "build",
+        help="segment + inpaint an ImageFolder into a cache (resumable)",
+        formatter_class=_BackendHelpFormatter,
+    )
     p.add_argument("source", type=Path, help="ImageFolder root: SOURCE/<class>/<image>")
     p.add_argument("cache", type=Path, help="cache root (created if missing)")
     p.add_argument("--split", choices=["train", "val"], default="train")
-    p.add_argument("--segmenter", default="auto", help="classical | sam | grounded-sam | auto (default)")
-    p.add_argument("--inpainter", default="auto", help="telea | ns | lama | sd | auto (default)")
-    p.add_argument("--scorer", default=None, help="candidate scorer when a segmenter proposes several masks")
+    p.add_argument("--segmenter", default="auto", help=_FROM_REGISTRY)
+    p.add_argument("--inpainter", default="auto", help=_FROM_REGISTRY)
+    p.add_argument("--scorer", default=None, help=_FROM_REGISTRY)
     p.add_argument(
         "--weights", default=None, help="weights directory (default: $FORCOMP_WEIGHTS, else ./weights)"
     )
@@ -50,8 +78,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from forcomp.offline.backends import resolve_backends
     from forcomp.offline.config import BuildConfig, parse_shard
-    from forcomp.offline.entry import build_cache
+    from forcomp.offline.entry import build_cache, check_device
 
     config = BuildConfig(
         split=args.split,
@@ -70,20 +99,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         ray_num_gpus_per_worker=args.num_gpus_per_worker,
         ray_concurrency=args.concurrency,
     )
-    from forcomp.offline.inpainters import INPAINTERS
-    from forcomp.offline.segmenters import SEGMENTERS
-
+    check_device(config)
     wdir = config.weights_path()
-    seg, inp = (
-        SEGMENTERS.resolve(config.segmenter, wdir).name,
-        INPAINTERS.resolve(config.inpainter, wdir).name,
-    )
+    chosen = resolve_backends(config)
+    seg, inp = chosen["segmenter"], chosen["inpainter"]
     print(
         f"forcomp build: segmenter={seg}{' (auto)' if config.segmenter == 'auto' else ''} "
         f"inpainter={inp}{' (auto)' if config.inpainter == 'auto' else ''} weights={wdir}",
         file=sys.stderr,
     )
-    summary = build_cache(args.source, args.cache, config, progress=not args.quiet)
+    summary = build_cache(args.source, args.cache, config, progress=not args.quiet, backends=chosen)
     print(summary.format())
     return summary.exit_code
 

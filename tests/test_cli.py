@@ -151,3 +151,51 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("device", "why"),
+    [("cuda", "CUDA is not available here"), ("cdua", "'cdua' is not a device name")],
+)
+@pytest.mark.parametrize("command", ["build", "backends --check"])
+def test_absent_or_misspelt_device_is_one_line_exit_2(tmp_path, capsys, monkeypatch, command, device, why):
+    """Refused before any work, in one line; CUDA is hidden so the check means the same on a GPU machine."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    if command == "build":
+        src = make_imagefolder(tmp_path / "src", per_class=1)
+        argv = ["build", str(src), str(out), "--segmenter", "classical", "--inpainter", "telea"]
+    else:
+        argv = ["backends", "--check", "--out", str(out), "--weights", str(tmp_path / "w")]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"forcomp {command.split()[0]}: error: ") and why in err[0]
+    assert not out.exists(), "nothing was written"
+
+
+def test_build_help_lists_the_registered_backends_and_defaults(capsys):
+    from forcomp.offline.inpainters import INPAINTERS
+    from forcomp.offline.segmenters import SEGMENTERS
+
+    assert main(["build", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for reg in (SEGMENTERS, INPAINTERS):
+        assert reg.help("auto") in text
+        assert all(name in text for name in reg.names())
+    assert "sam-score" in text and "(default: none" in text
+
+
+def test_listing_backends_imports_no_torch():
+    """``forcomp build --help`` and ``auto`` read the registries: the backends load torch only when built."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from forcomp.offline.segmenters import SEGMENTERS; "
+        "from forcomp.offline.inpainters import INPAINTERS; SEGMENTERS.names(); INPAINTERS.names(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from forcomp.metrics.options import EvaluateOptions
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 
@@ -15,7 +19,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure background/foreground/center/size bias of a classifier; writes report + plots",
-        description="Run the controlled recombinations of METRICS.md on a cache's val split and write "
+        description="Run the controlled recombinations of the bias metrics on a cache's val split and write "
         "DIR/report.json, DIR/report.md and PNG plots.",
     )
     p.add_argument("--cache", type=Path, required=True, help="cache root (forcomp cache or ForNet release)")
@@ -141,12 +145,40 @@ def parse_class_indices(value: str) -> list[int] | dict[str, int]:
     return indices
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
+def evaluate_options(args: argparse.Namespace) -> EvaluateOptions:
+    """``forcomp evaluate``'s flags as the :class:`~forcomp.metrics.options.EvaluateOptions` they map onto.
 
+    ``--device`` is resolved here (default: CUDA when available, else the CPU), so a device this
+    machine lacks is refused before any work.
+    """
+    from forcomp.metrics.options import EvaluateOptions
+    from forcomp.models.devices import resolve_device
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return EvaluateOptions(
+        split=args.split,
+        size=args.size,
+        normalize=None if args.normalize == "none" else args.normalize,
+        device=str(resolve_device(args.device)),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit=args.limit,
+        methods=methods,
+        num_workers=args.workers,
+        progress=not args.quiet,
+        bootstrap=args.bootstrap,
+        class_indices=None if args.class_indices is None else parse_class_indices(args.class_indices),
+        weights_dir=args.weights,
+        checkpoint_key=args.checkpoint_key,
+        recombine=None
+        if args.mask_smoothing_sigma is None
+        else {"mask_smoothing_sigma": args.mask_smoothing_sigma},
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from forcomp.metrics.bias import run_evaluation
-    from forcomp.metrics.models import load_model
-    from forcomp.metrics.output import write_report
+    from forcomp.metrics.output import compare, write_report
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -155,35 +187,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.cache.is_dir():
         print(f"forcomp evaluate: error: cache {args.cache} does not exist", file=sys.stderr)
         return EXIT_UNUSABLE
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    class_indices = None if args.class_indices is None else parse_class_indices(args.class_indices)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(args.model, weights_dir=args.weights, checkpoint_key=args.checkpoint_key)
-    size = args.size or loaded.default_size()
-    loaded.check_size(size)  # before any work: a fixed-size ViT names the size it needs
-    result = run_evaluation(
-        loaded,
-        args.cache,
-        split=args.split,
-        size=size,
-        normalize=None if args.normalize == "none" else args.normalize,
-        device=device,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        limit=args.limit,
-        methods=methods,
-        num_workers=args.workers,
-        progress=not args.quiet,
-        bootstrap=args.bootstrap,
-        class_indices=class_indices,
-        weights_dir=args.weights,
-        recombine=None
-        if args.mask_smoothing_sigma is None
-        else {"mask_smoothing_sigma": args.mask_smoothing_sigma},
-    )
+    options = evaluate_options(args)
+    # The model is loaded and its input size checked before any item is read.
+    result = run_evaluation(args.model, args.cache, options)
     paths = write_report(result.report, args.out, result.examples, plots=not args.no_plots)
-    from forcomp.metrics.output import compare
-
     print(compare([paths["json"]], names=[args.model]))
     print(f"wrote {args.out}/ ({', '.join(p.name for p in paths.values())})")
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""The controlled conditions of the bias metrics (see ``METRICS.md``), as data.
+"""The controlled conditions of the bias metrics (README, "Bias metrics"), as data.
 
 Every condition recombines the *same* val items with the *same* seed; conditions differ only in
 the recombination settings listed here, which are handed to the one recombination path

@@ -14,12 +14,12 @@ from forcomp.metrics.report import (
     HEADLINE_ROWS,
     REPORT_JSON,
     REPORT_MD,
-    _clean,
-    _fmt,
     chance_warning,
     flag,
     format_markdown,
+    format_number,
     headline,
+    json_ready,
     load_report,
 )
 
@@ -46,7 +46,7 @@ def write_report(
     if plots:
         written.update(render_report_plots(report, out, examples))
     json_path = out / REPORT_JSON
-    json_path.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = out / REPORT_MD
     md_path.write_text(format_markdown(report, [str(p) for p in written.values()]), encoding="utf-8")
     log.info("wrote %s and %s", json_path, md_path)
@@ -134,7 +134,7 @@ def compare(
             digits = 1 if key == "bg_gap" else 3
             mark = "*" if flag(r, key) else " "
             flagged |= mark == "*"
-            cells.append(f"{_fmt(score, digits) + mark:>{width}}")
+            cells.append(f"{format_number(score, digits) + mark:>{width}}")
         rows.append(f"{label + arrow:<{label_w}}" + "".join(cells))
     rows.append(
         f"{'images':<{label_w}}" + "".join(f"{str(r.get('n_images', 'n/a')) + ' ':>{width}}" for r in reports)

@@ -47,14 +47,14 @@ class ReportNotFoundError(ForcompError, FileNotFoundError):
     """A directory given to ``compare`` holds no ``report.json``."""
 
 
-def _clean(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf → ``None``, tuples → lists."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     return obj
 
 
@@ -81,7 +81,8 @@ def denoise(v: float) -> float:
     return 0.0 if abs(v) < NOISE_FLOOR else v
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def format_number(v: Any, digits: int = 3) -> str:
+    """``v`` rounded to ``digits`` decimals for the tables; ``"n/a"`` for a missing or undefined number."""
     v = _num(v)
     return "n/a" if v is None else f"{round(denoise(v), digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
 
@@ -89,7 +90,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _fmt_ci(ci: Any, digits: int = 3) -> str:
     if not ci or any(_num(c) is None for c in ci):
         return "n/a"
-    return f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+    return f"[{format_number(ci[0], digits)}, {format_number(ci[1], digits)}]"
 
 
 def chance_warning(report: dict[str, Any]) -> str | None:
@@ -136,7 +137,7 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         score, ci = headline(report, hkey)
         digits = 1 if hkey == "bg_gap" else 3
         mark = flag(report, hkey)
-        cell = f"{_fmt(score, digits)} ({mark})" if mark else _fmt(score, digits)
+        cell = f"{format_number(score, digits)} ({mark})" if mark else format_number(score, digits)
         lines.append(f"| {label} | {cell} | {_fmt_ci(ci, digits)} | {how} |")
     block = chance_of(report)
     if block is not None:
@@ -162,9 +163,10 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
         "",
         "## Background robustness and BG-gap",
         "",
-        f"acc(orig) = {_fmt(acc.get('orig'))}, acc(same) = {_fmt(acc.get('same'))}, "
-        f"acc(all) = {_fmt(acc.get('all'))}.",
-        f"Ratio acc(all)/acc(orig) (alternative denominator) = {_fmt(br.get('ratio_all_over_orig'))}.",
+        f"acc(orig) = {format_number(acc.get('orig'))}, acc(same) = {format_number(acc.get('same'))}, "
+        f"acc(all) = {format_number(acc.get('all'))}.",
+        "Ratio acc(all)/acc(orig) (alternative denominator) = "
+        f"{format_number(br.get('ratio_all_over_orig'))}.",
     ]
     ff = report.get("foreground_focus", {})
     lines += [
@@ -178,35 +180,37 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
             lines.append(f"| {name} | n/a | n/a | n/a | {r.get('n_valid')} — {r['unavailable']} |")
         else:
             lines.append(
-                f"| {name} | {_fmt(r.get('score'))} | {_fmt_ci(r.get('ci95'))} | "
-                f"{_fmt(r.get('median'))} | {r.get('n_valid')} |"
+                f"| {name} | {format_number(r.get('score'))} | {_fmt_ci(r.get('ci95'))} | "
+                f"{format_number(r.get('median'))} | {r.get('n_valid')} |"
             )
     cb = report.get("center_bias", {})
     lines += ["", "## Center bias: accuracy with the object in each cell (background `same`)", ""]
     lines += ["| | left | middle | right |", "|---|---|---|---|"]
     for name, row in zip(("top", "middle", "bottom"), cb.get("grid", []), strict=False):
-        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_number(v) for v in row) + " |")
     lines += [
         "",
-        f"center {_fmt(cb.get('center'))}, corners {_fmt(cb.get('corners'))} "
-        f"(score {_fmt(cb.get('corner_score'))}), "
-        f"edge-middles {_fmt(cb.get('edges'))} (score {_fmt(cb.get('edge_score'))}).",
+        f"center {format_number(cb.get('center'))}, corners {format_number(cb.get('corners'))} "
+        f"(score {format_number(cb.get('corner_score'))}), "
+        f"edge-middles {format_number(cb.get('edges'))} (score {format_number(cb.get('edge_score'))}).",
     ]
     sb = report.get("size_bias", {})
     curve = sb.get("curve", {})
     lines += ["", "## Size bias: accuracy versus object-area factor (background `same`)", ""]
     lines += ["| factor | " + " | ".join(curve) + " |", "|---" * (len(curve) + 1) + "|"]
-    lines.append("| accuracy | " + " | ".join(_fmt(v) for v in curve.values()) + " |")
+    lines.append("| accuracy | " + " | ".join(format_number(v) for v in curve.values()) + " |")
     lines += [
         "",
-        f"mean below 1: {_fmt(sb.get('small_mean'))}; at 1: {_fmt(sb.get('reference'))}; mean above 1: "
-        f"{_fmt(sb.get('large_mean'))} (large-side score {_fmt(sb.get('large_score'))}, "
+        f"mean below 1: {format_number(sb.get('small_mean'))}; at 1: {format_number(sb.get('reference'))}; "
+        "mean above 1: "
+        f"{format_number(sb.get('large_mean'))} (large-side score {format_number(sb.get('large_score'))}, "
         f"95% CI {_fmt_ci(sb.get('large_score_ci95'))}).",
     ]
     conds = report.get("conditions", {})
     if conds:
         lines += ["", "## All conditions", "", "| condition | accuracy | 95% CI |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v.get('accuracy'))} | {_fmt_ci(v.get('ci95'))} |" for k, v in conds.items()]
+        for k, v in conds.items():
+            lines.append(f"| {k} | {format_number(v.get('accuracy'))} | {_fmt_ci(v.get('ci95'))} |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The headline formulas of ``METRICS.md`` and their paired bootstrap intervals.
+"""The headline formulas of the bias metrics and their paired bootstrap intervals.
 
 Each formula takes ``{condition name: accuracy tensor}`` (0-d for the point estimate, ``(R,)`` for
 bootstrap resamples) so the same code gives the score and its interval.

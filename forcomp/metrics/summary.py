@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
+import platform
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +15,7 @@ from torch import Tensor
 
 from forcomp.metrics.chance import REFERENCE, assess_chance
 from forcomp.metrics.grids import CENTER_CELL, CORNER_CELLS, EDGE_CELLS, EvaluationGrid
+from forcomp.metrics.options import EvaluateOptions
 from forcomp.metrics.scores import HEADLINES, bootstrap_mean, paired_bootstrap
 
 SCHEMA = "forcomp.bias_report/1"
@@ -34,7 +38,7 @@ def build_report(
     n_classes: int | None = None,
     label_counts: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The report dict of ``METRICS.md`` (without model/cache identity, which the caller adds).
+    """The bias report dict (without model/cache identity, which the caller adds).
 
     Args:
         correct: ``{condition: (N,) bool}`` per-image correctness, paired over the same images.
@@ -172,3 +176,68 @@ def mark_chance(report: dict[str, Any], chance: dict[str, Any]) -> None:
     rest = {k: v for k, v in report.items() if k not in ("schema", "chance")}
     report.clear()
     report.update({"schema": SCHEMA, "chance": chance, **rest})
+
+
+def cache_identity(cache: Path, split: str, ds: Any) -> dict[str, Any]:
+    """Path, split, classes and a fingerprint of a cache's split (hash of its ratios file)."""
+    from forcomp.cache.layout import CacheLayout
+
+    layout = CacheLayout(cache, split)
+    digest = None
+    if layout.ratios_path.is_file():
+        digest = hashlib.sha256(layout.ratios_path.read_bytes()).hexdigest()[:16]
+    return {
+        "path": str(Path(cache).resolve()),
+        "split": split,
+        "n_items": len(ds),
+        "n_classes": len(ds.classes),
+        "classes": list(ds.classes) if len(ds.classes) <= 50 else None,
+        "ratios_sha256_16": digest,
+    }
+
+
+def describe_run(
+    options: EvaluateOptions,
+    *,
+    n_images: int,
+    n_classes: int,
+    size: int | tuple[int, int],
+    norm: tuple[Sequence[float], Sequence[float]] | None,
+    gradcam_layer: str | None,
+    class_indices: list[int] | None,
+    n_outputs: int,
+    prediction: str,
+    model: dict[str, Any],
+    cache: dict[str, Any],
+    seconds: float,
+    device: str,
+) -> dict[str, Any]:
+    """The report's provenance fields: what was evaluated, how, with which settings and software."""
+    from forcomp.version import __version__
+
+    return {
+        "n_images": n_images,
+        "n_classes": n_classes,
+        "seed": options.seed,
+        "split": options.split,
+        "size": list(size) if isinstance(size, tuple) else size,
+        "normalize": None if norm is None else {"mean": list(norm[0]), "std": list(norm[1])},
+        "methods": list(options.methods),
+        "gradcam_layer": gradcam_layer,
+        "class_indices": class_indices,
+        "n_model_outputs": n_outputs,
+        "prediction": prediction,
+        "limit": options.limit,
+        "recombine": dict(options.recombine or {}),
+        "options": options.to_dict(),
+        "model": model,
+        "cache": cache,
+        "forcomp_version": __version__,
+        "runtime": {
+            "seconds": round(seconds, 3),
+            "device": device,
+            "batch_size": options.batch_size,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }

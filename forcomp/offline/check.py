@@ -278,10 +278,13 @@ def check_backends(
     Returns:
         The report; backends that failed to load or run are in it with their error.
     """
+    from forcomp.models.devices import resolve_device
     from forcomp.offline.inpainters import INPAINTERS
     from forcomp.offline.segmenters import SEGMENTERS
     from forcomp.weights import resolve_weights_dir
 
+    if device is not None:  # an absent or misspelt device fails here, in one line, not per backend
+        device = str(resolve_device(device))
     if photos < 1 or photos > len(SAMPLE_PHOTOS):
         raise ValueError(f"photos must be in [1, {len(SAMPLE_PHOTOS)}], got {photos}")
     if photo_px < 32:

@@ -15,36 +15,12 @@ from typing import Any
 
 from forcomp.cache.index import IndexRecord, IndexWriter
 from forcomp.cache.layout import CacheLayout
-from forcomp.errors import ForcompError, WeightsNotFoundError
+from forcomp.errors import ForcompError
 from forcomp.offline.config import BuildConfig
 from forcomp.offline.pipeline import Backends, BuildSummary, batched, process_batch
 from forcomp.offline.sources import Item
 
 log = logging.getLogger(__name__)
-
-
-def check_weights(config: BuildConfig) -> dict[str, str]:
-    """Resolve both backends and fail before any work if their weights are missing."""
-    from forcomp.offline.inpainters import INPAINTERS
-    from forcomp.offline.segmenters import SEGMENTERS
-
-    wdir = config.weights_path()
-    names = {}
-    for stage, reg, name in (
-        ("segmenter", SEGMENTERS, config.segmenter),
-        ("inpainter", INPAINTERS, config.inpainter),
-    ):
-        spec = reg.resolve(name, wdir)
-        if spec.available_weights(wdir) is None:
-            want = " or ".join("+".join(str(wdir / p) for p in alt) for alt in spec.weights)
-            problems = spec.weights_problems(wdir)
-            found = f" Found but not usable: {'; '.join(problems)}." if problems else ""
-            raise WeightsNotFoundError(
-                f"{stage} {spec.name!r} needs weights that are not in {wdir}: expected {want}.{found} "
-                "See weights/README.md for where to get them, or pass --weights DIR."
-            )
-        names[stage] = spec.name
-    return names
 
 
 # Worker-process state: backends are built once per process by the pool initializer.
@@ -91,7 +67,7 @@ def _work(batch: list[Item]) -> list[IndexRecord]:
     return process_batch(batch, _WORKER["backends"], _WORKER["config"], _WORKER["layout"])
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
@@ -134,11 +110,15 @@ def run_local(
     *,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Process ``todo`` and append each record to this process's index file as soon as it is done."""
-    names: dict[str, Any] = dict(check_weights(config))  # also names the backends of a no-op run
+    """Process ``todo`` and append each record to this process's index file as soon as it is done.
+
+    ``config`` names the backends to run (resolved by
+    :func:`forcomp.offline.backends.resolve_backends`, not ``auto``).
+    """
+    names: dict[str, Any] = {"segmenter": config.segmenter, "inpainter": config.inpainter}
     if not todo:
         return names
-    bar = _progress(len(todo), progress, f"build {layout.split}")
+    bar = progress_bar(len(todo), progress, f"build {layout.split}")
     with IndexWriter(layout, config.shard_tag) as index:
         for records in _results(todo, config, layout, names):
             index.append(records)

@@ -8,13 +8,14 @@ run's provenance. Imports flow one way: entry → engines → pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from forcomp.cache.index import FINISHED, IndexRecord, read_index
 from forcomp.cache.layout import CacheLayout
 from forcomp.cache.writer import item_files_state
 from forcomp.errors import ForcompError
+from forcomp.offline.backends import resolve_backends
 from forcomp.offline.config import BuildConfig
-from forcomp.offline.engines import check_weights, run_local
+from forcomp.offline.engines import run_local
 from forcomp.offline.pipeline import BuildSummary, backends_label
 from forcomp.offline.sources import Item, list_items, select_shard
 
@@ -43,7 +45,7 @@ def write_ratios(layout: CacheLayout) -> dict[str, float]:
 def _write_provenance(
     layout: CacheLayout, config: BuildConfig, source: Path, backends_names: dict[str, Any], started: float
 ) -> None:
-    from forcomp import __version__
+    from forcomp.version import __version__
 
     prov = {
         "forcomp_version": __version__,
@@ -151,12 +153,34 @@ def _check_paths(source: Path, cache: Path, layout_dirs: Sequence[Path]) -> None
             )
 
 
+def check_device(config: BuildConfig) -> None:
+    """Refuse a device this machine lacks before any work, in one line (:class:`DeviceError`).
+
+    With the Ray engine the device is the actors' and only a malformed name is refused here: the
+    process that starts a build on a cluster may have no GPU of its own.
+    """
+    if config.device is None:
+        return
+    from forcomp.models.devices import DeviceError, resolve_device
+
+    if config.engine == "local":
+        resolve_device(config.device)
+        return
+    import torch
+
+    try:
+        torch.device(config.device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {config.device!r} is not a device name (cpu, cuda, cuda:N)") from None
+
+
 def build_cache(
     source: str | os.PathLike[str],
     cache: str | os.PathLike[str],
     config: BuildConfig | None = None,
     *,
     progress: bool = False,
+    backends: Mapping[str, str] | None = None,
 ) -> BuildSummary:
     """Build (or resume) one split of a cache from an ImageFolder-style ``source``.
 
@@ -165,6 +189,9 @@ def build_cache(
         cache: cache root; created if missing. Other splits and shards in it are left alone.
         config: what to run (backends, shard, workers, engine...); defaults to :class:`BuildConfig`.
         progress: show a progress bar (count, rate, ETA) on stderr.
+        backends: ``{"segmenter": name, "inpainter": name}`` as
+            :func:`~forcomp.offline.backends.resolve_backends` returned it for ``config`` (the CLI
+            resolves them to say which it chose); None resolves them here.
 
     Returns:
         A :class:`BuildSummary`; ``summary.errors`` lists every file that failed, with its reason.
@@ -173,6 +200,7 @@ def build_cache(
         >>> summary = build_cache("imagenet/val", "cache", BuildConfig(split="val"))  # doctest: +SKIP
     """
     config = config or BuildConfig()
+    check_device(config)
     source, cache = Path(source), Path(cache)
     t0, started = time.perf_counter(), time.time()
     lay = CacheLayout(cache, config.split)
@@ -192,16 +220,16 @@ def build_cache(
     summary.kept_backends = dict(
         Counter(backends_label(r.segmenter, r.inpainter) for r in kept if r.segmenter)
     )
+    chosen = dict(backends) if backends is not None else resolve_backends(config)
     if kept:
-        names = check_weights(config)
-        _warn_kept_backends(kept, (names["segmenter"], names["inpainter"]))
-
+        _warn_kept_backends(kept, (chosen["segmenter"], chosen["inpainter"]))
+    run_config = dataclasses.replace(config, segmenter=chosen["segmenter"], inpainter=chosen["inpainter"])
     if config.engine == "ray":
         from forcomp.offline.ray_engine import run_ray  # Ray is an optional extra: import on use
 
-        names = run_ray(todo, layout, config, summary, progress=progress)
+        names = run_ray(todo, layout, run_config, summary, progress=progress)
     else:
-        names = run_local(todo, layout, config, summary, progress=progress)
+        names = run_local(todo, layout, run_config, summary, progress=progress)
     summary.segmenter, summary.inpainter = names.get("segmenter"), names.get("inpainter")
     _write_provenance(layout, config, source, names, started)
     write_ratios(layout)

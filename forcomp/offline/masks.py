@@ -1,14 +1,16 @@
-"""Mask operations shared by every backend: the hole to fill and the feathered blend back."""
+"""Mask operations shared by every backend: clean-up of candidate masks, the hole to fill, the blend back."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from forcomp.offline.segmenters.base import MaskCandidate
+
 REFERENCE_SIDE_PX = 500  # dilate_px / feather_px are given for a ~500 px ImageNet image
 
 
-def _scaled(px: int, shape: tuple[int, ...]) -> int:
+def scaled_px(px: int, shape: tuple[int, ...]) -> int:
     return max(0, round(px * max(shape[:2]) / REFERENCE_SIDE_PX))
 
 
@@ -31,7 +33,7 @@ def resize_hole(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def hole_mask(mask: np.ndarray, dilate_px: int) -> np.ndarray:
     """The region to inpaint: the object mask grown by ``dilate_px`` (scaled to the image size)."""
-    return _dilate(mask, max(1, _scaled(dilate_px, mask.shape)) if dilate_px > 0 else 0)
+    return _dilate(mask, max(1, scaled_px(dilate_px, mask.shape)) if dilate_px > 0 else 0)
 
 
 def feathered_blend(
@@ -43,8 +45,8 @@ def feathered_blend(
     the outer half of the dilation ring, so the fill meets the untouched background without a
     visible edge.
     """
-    r = max(1, _scaled(dilate_px, mask.shape)) if dilate_px > 0 else 0
-    sigma = min(float(_scaled(feather_px, mask.shape)), r / 4)
+    r = max(1, scaled_px(dilate_px, mask.shape)) if dilate_px > 0 else 0
+    sigma = min(float(scaled_px(feather_px, mask.shape)), r / 4)
     core = _dilate(mask, r // 2)
     if sigma <= 0.3:
         alpha: np.ndarray = core.astype(np.float32)
@@ -53,3 +55,41 @@ def feathered_blend(
     alpha = np.maximum(alpha, mask.astype(np.float32))[..., None]
     out = alpha * filled.astype(np.float32) + (1.0 - alpha) * original.astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def keep_main_object(mask: np.ndarray, *, keep_frac: float = 0.25) -> np.ndarray:
+    """Keep the largest connected component, plus components at least ``keep_frac`` of its size."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask.astype(bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    biggest = int(areas.max())
+    keep = np.flatnonzero(areas >= keep_frac * biggest) + 1
+    return np.isin(labels, keep)
+
+
+def clean_mask(mask: np.ndarray, *, min_region_ratio: float = 0.001, keep_frac: float = 0.25) -> np.ndarray:
+    """Remove holes and specks smaller than ``min_region_ratio`` of the image; keep the main object."""
+    from segment_anything.utils.amg import remove_small_regions
+
+    area = min_region_ratio * mask.size
+    if area >= 1:
+        mask, _ = remove_small_regions(mask, area, mode="holes")
+        mask, _ = remove_small_regions(mask, area, mode="islands")
+    if not mask.any():
+        return mask.astype(bool)
+    return keep_main_object(mask, keep_frac=keep_frac)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b)) / union if union else 0.0
+
+
+def dedupe(cands: list[MaskCandidate], iou: float) -> list[MaskCandidate]:
+    """Best first; drop a candidate whose mask overlaps a better one by more than ``iou``."""
+    kept: list[MaskCandidate] = []
+    for c in sorted(cands, key=lambda c: -c.score):
+        if all(mask_iou(c.mask, k.mask) <= iou for k in kept):
+            kept.append(c)
+    return kept

@@ -32,7 +32,7 @@ from forcomp.cache.index import IndexRecord, IndexWriter
 from forcomp.cache.layout import CacheLayout
 from forcomp.errors import ForcompError
 from forcomp.offline.config import BuildConfig
-from forcomp.offline.engines import _progress, check_weights
+from forcomp.offline.engines import progress_bar
 from forcomp.offline.pipeline import Backends, BuildSummary, process_batch
 from forcomp.offline.sources import Item
 
@@ -280,12 +280,12 @@ def run_ray(
         import ray.data
     except ImportError as e:
         raise ImportError(_EXTRA_HINT) from e
-    names: dict[str, str] = dict(check_weights(config))
+    names: dict[str, str] = {"segmenter": config.segmenter, "inpainter": config.inpainter}
     num_gpus = _num_gpus(config)
     actor_config = _actor_config(config, num_gpus)
     actor_layout = CacheLayout(Path(layout.root).resolve(), layout.split)
     started = _connect(ray, config)  # None: the caller's Ray, which we leave running
-    bar = _progress(len(todo), progress, f"build {layout.split} (ray)")
+    bar = progress_bar(len(todo), progress, f"build {layout.split} (ray)")
     try:
         with (
             _quiet_ray_data(ray.data.DataContext.get_current(), verbose=progress),

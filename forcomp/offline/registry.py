@@ -86,6 +86,12 @@ class Registry:
     def names(self) -> list[str]:
         return ["auto", *sorted(self.specs())]
 
+    def help(self, default: str = "auto") -> str:
+        """One line for ``--help``: the names users can pass, and the default."""
+        return (
+            f"{' | '.join(self.names())} (default: {default}; auto picks the best whose weights are present)"
+        )
+
     def resolve(self, name: str, weights_dir: Path) -> BackendSpec:
         """Map ``name`` (or ``auto``) to a spec whose weights are present; raise with a fix otherwise."""
         specs = self.specs()

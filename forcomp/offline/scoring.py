@@ -168,7 +168,7 @@ class ClassifierScorer:
     """ForAug-style scoring with a classifier ensemble (see module docstring).
 
     Args:
-        models: loaded classifiers (``forcomp.metrics.models.LoadedModel``), averaged.
+        models: loaded classifiers (``forcomp.models.classifiers.LoadedModel``), averaged.
         device: where they run.
         name: the spec string (for logs and provenance).
         fg_greys: grey levels (0..1) of the plain backgrounds the object is pasted on.
@@ -217,7 +217,7 @@ class ClassifierScorer:
         ).items():
             if v < 0:
                 raise ValueError(f"{k} must be >= 0, got {v}")
-        from forcomp.metrics.models import IMAGENET_MEAN, IMAGENET_STD
+        from forcomp.models.classifiers import IMAGENET_MEAN, IMAGENET_STD
 
         self.name = name
         self.device = device
@@ -317,6 +317,13 @@ class ClassifierScorer:
 SCORERS = ("sam-score",)
 
 
+SCORER_HELP = (
+    "candidate scorer when a segmenter proposes several masks: sam-score (the segmenter's own score), "
+    "or classifier spec(s), comma-separated for an ensemble (resnet50, timm/convnext_tiny, "
+    "pkg.mod:factory) (default: none, the segmenter's best candidate)"
+)
+
+
 def build_scorer(
     name: str, *, weights_dir: Path, device: str | None = None, **options: Any
 ) -> CandidateScorer:
@@ -339,8 +346,8 @@ def build_scorer(
     name = name.strip()
     if name == "sam-score":
         return SegmenterScoreScorer(**options)
-    from forcomp.metrics.models import load_model
-    from forcomp.offline.segmenters.sam import resolve_device
+    from forcomp.models.classifiers import load_model
+    from forcomp.models.devices import resolve_device
 
     specs = [s.strip() for s in name.split(",") if s.strip()]
     loaded = [load_model(s, weights_dir=weights_dir) for s in specs]

@@ -17,19 +17,78 @@ torchvision v2 ``MixUp``/``CutMix``). Images come out as ``tv_tensors.Image``, m
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from typing_extensions import TypedDict, Unpack
 
 from forcomp.recombine.params import derive_seed
 from forcomp.recombine.transform import Parts, Recombine, collate_parts
 
 Augment = Callable[..., Any]
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True, eq=False)
+class LoaderOptions:
+    """How :class:`ForCompLoader` batches (``ForComp.loader``'s keyword arguments as one object).
+
+    Attributes:
+        num_workers: DataLoader workers. On a CPU ``device`` they also paste (per batch); on CUDA
+            they read, decode and crop, and the device pastes.
+        device: where batches come out (default CPU).
+        shuffle: default True for the train split, unless ``sampler`` is given.
+        sampler: any sampler or sequence of indices (``DistributedSampler`` for DDP).
+        drop_last: as DataLoader's.
+        augment: per-sample augmentation after the paste that moves masks with images: kornia
+            ``AugmentationSequential(..., data_keys=["input", "mask"])`` gets the batch; a
+            torchvision v2 transform is applied sample by sample (given a batch it would draw one
+            crop/flip for all of it). Images are float [0, 1] here.
+        batch_transform: deterministic batch step on the float images, e.g. ``Normalize``.
+        mix: batch-level mixing ``(images, labels) -> (images, targets)``: timm ``Mixup``,
+            torchvision v2 ``MixUp``/``CutMix`` (masks are those of the unmixed images).
+        pin_memory: default: on for CUDA.
+        prefetch_factor: batches each worker prepares ahead (DataLoader's).
+    """
+
+    num_workers: int = 0
+    device: str | torch.device | None = None
+    shuffle: bool | None = None
+    sampler: Iterable[int] | None = None
+    drop_last: bool = False
+    augment: Augment | None = None
+    batch_transform: BatchTransform | None = None
+    mix: Mix | None = None
+    pin_memory: bool | None = None
+    prefetch_factor: int | None = None
+
+    @classmethod
+    def of(cls, options: LoaderOptions | None = None, **overrides: Unpack[LoaderKwargs]) -> LoaderOptions:
+        """``options`` (default: the defaults) with ``overrides`` replaced."""
+        return dataclasses.replace(options if options is not None else cls(), **overrides)
+
+
+class LoaderKwargs(TypedDict, total=False):
+    """:class:`LoaderOptions`' fields as keyword arguments (``ds.loader(256, num_workers=8)``)."""
+
+    num_workers: int
+    device: str | torch.device | None
+    shuffle: bool | None
+    sampler: Iterable[int] | None
+    drop_last: bool
+    augment: Augment | None
+    batch_transform: BatchTransform | None
+    mix: Mix | None
+    pin_memory: bool | None
+    prefetch_factor: int | None
 
 
 def apply_augment(augment: Augment, images: torch.Tensor, masks: torch.Tensor | None) -> tuple[Any, Any]:
@@ -81,7 +140,10 @@ class _PasteInWorkers:
         return images, parts.labels, masks, parts.decode_failures
 
 
-class _PartsView(Dataset):
+class PartsView(Dataset):
+    """``ForComp.load_parts`` as a map-style dataset: a DataLoader over it with ``collate_fn=
+    collate_parts`` yields :class:`~forcomp.recombine.transform.Parts` batches for ``Recombine``."""
+
     def __init__(self, ds: Any, fg_at_paste_size: bool = False) -> None:
         self.ds, self.fg_at_paste_size = ds, fg_at_paste_size
 
@@ -95,7 +157,7 @@ class _PartsView(Dataset):
 class ForCompLoader:
     """Batches of recombined images, ``(images, labels)`` or ``(images, labels, masks)``.
 
-    Built by :meth:`forcomp.ForComp.loader`; see it for the arguments. Iterating twice gives two
+    Built by :meth:`forcomp.ForComp.loader`; ``options`` as :class:`LoaderOptions`. Iterating twice gives two
     epochs: the epoch advances by itself at each new iteration unless ``set_epoch`` was called
     for it (as training scripts do with ``sampler.set_epoch``), so a seeded run draws new crops,
     flips and pastes every epoch and the same ones when rerun.
@@ -114,8 +176,9 @@ class ForCompLoader:
     sampler: Iterable[int]
     paste_in_workers: bool
     augment: Augment | None
-    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None
-    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+    batch_transform: BatchTransform | None
+    mix: Mix | None
+    options: LoaderOptions
     _dl: DataLoader
     _epoch: int | None
     _last_epoch: int
@@ -126,18 +189,12 @@ class ForCompLoader:
         self,
         dataset: Any,  # a forcomp.ForComp (not imported: dataset imports this module)
         batch_size: int,
-        *,
-        num_workers: int = 0,
-        device: str | torch.device | None = None,
-        shuffle: bool | None = None,
-        sampler: Iterable[int] | None = None,
-        drop_last: bool = False,
-        augment: Augment | None = None,
-        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        pin_memory: bool | None = None,
-        prefetch_factor: int | None = None,
+        options: LoaderOptions | None = None,
     ) -> None:
+        o = options if options is not None else LoaderOptions()
+        num_workers, device, shuffle, sampler = o.num_workers, o.device, o.shuffle, o.sampler
+        augment, batch_transform, mix = o.augment, o.batch_transform, o.mix
+        self.options = o
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
@@ -185,20 +242,20 @@ class ForCompLoader:
         self.paste_in_workers = self.device.type == "cpu"
         collate: Callable[..., Any]
         if self.paste_in_workers:
-            collate = _PasteInWorkers(dataset._recombine, augment, dataset.return_masks)
+            collate = _PasteInWorkers(dataset.recombine, augment, dataset.return_masks)
         else:
             collate = collate_parts
         kw: dict[str, Any] = {}
-        if prefetch_factor is not None and num_workers > 0:
-            kw["prefetch_factor"] = prefetch_factor
+        if o.prefetch_factor is not None and num_workers > 0:
+            kw["prefetch_factor"] = o.prefetch_factor
         self._dl = DataLoader(
-            _PartsView(dataset, fg_at_paste_size=not self.paste_in_workers),
+            PartsView(dataset, fg_at_paste_size=not self.paste_in_workers),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
-            drop_last=drop_last,
-            pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory,
+            drop_last=o.drop_last,
+            pin_memory=self.device.type == "cuda" if o.pin_memory is None else o.pin_memory,
             **kw,
         )
 
@@ -246,7 +303,7 @@ class ForCompLoader:
                 images, labels, masks = images.to(dev), labels.to(dev), masks.to(dev)
             else:
                 parts: Parts = batch
-                images, masks = ds._recombine(parts)
+                images, masks = ds.recombine(parts)
                 images, labels = images.as_subclass(torch.Tensor), parts.labels
                 masks = masks.as_subclass(torch.Tensor)
                 if self.augment is not None:

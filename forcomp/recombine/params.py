@@ -1,166 +1,45 @@
-"""All randomness of the recombination, no pixels: configs, background choice and geometry.
+"""All randomness and geometry of the recombination, no pixels.
 
-Parameters mean what they mean in the ForAug authors' ``ForNet`` (names in brackets where ours
-differ): ``background`` (background_combination; "orig" = ForNet's "original"), ``fg_scale_jitter``,
-``pruning_ratio``, ``fg_size_mode``, ``fg_bates_n``, ``mask_smoothing_sigma``, ``rel_jut_out``,
-``nonant`` (fg_in_nonant), ``size_factor`` (size_fact), ``orig_img_prob``. ForNet defects fixed
-here: every draw comes from an explicit ``torch.Generator`` (no numpy global RNG, so DataLoader
-workers never repeat each other), and ``revlinear`` decreases from 1 to 0 over the epochs.
+A sample's random numbers are drawn once, as a :class:`SampleDraws` record whose fields name
+what each number decides (object size, position, edge sigma, crop box, flip, original image);
+:func:`plan` turns draws into geometry: the paste (:func:`sample_params`), composed with the
+fused crop and flip (:func:`sample_crop`, :func:`compose_crop`) when the config asks for them.
+Every draw comes from an explicit ``torch.Generator`` (no numpy global RNG, so DataLoader workers
+never repeat each other).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-Background = Literal["orig", "same", "all"]
-SizeMode = Literal["range", "min", "max", "mean"]
-SCHEDULES = ("linear", "revlinear", "cos")
-MAX_BATES_N = 64
+from forcomp.recombine.config import MAX_BATES_N, SCHEDULES, Background, RecombineConfig, SizeMode
 
-
-@dataclass(frozen=True)
-class RecombineConfig:
-    """Validated recombination settings (ForNet's defaults).
-
-    Attributes:
-        background: ``orig`` (own inpainted background), ``same`` (random, same class), ``all`` (any).
-        fg_scale_jitter: object area drawn in ``[lo * (1 - j), hi * (1 + j)]``.
-        pruning_ratio: backgrounds whose object covered >= this share are not drawn (``same``/``all``).
-        fg_size_mode: how ``lo, hi`` come from the foreground's and the background's ratios.
-        fg_bates_n: position ~ Bates(n) per axis: 1 uniform, larger towards the centre, 0 centre,
-            negative towards the edges.
-        mask_smoothing_sigma: edge feathering sigma drawn in ``[0.1, 1] * sigma`` (pixels, output).
-        rel_jut_out: share of the object that may stick out of the canvas.
-        nonant: 0-8 confines the object to that cell of a 3x3 grid (row-major); area is relative
-            to the cell.
-        size_factor: multiplies the object's area (size-bias measurements).
-        orig_img_prob: probability of the untouched source image instead; a float or a schedule
-            (``linear`` 0→1, ``revlinear`` 1→0, ``cos``) over ``epochs``.
-        epochs: length of the schedule (needed when ``orig_img_prob`` is a schedule).
-        crop_scale: None: the output is the whole background (resized to cover the output, centre
-            crop: evaluation and val). ``(lo, hi)``: the training recipe's RandomResizedCrop, fused
-            into the recombination: the object is placed on the *full-resolution* background
-            (ForNet's ``paste_pre_transform=True``), then a crop box of area share in ``(lo, hi)``
-            and aspect ratio in ``crop_ratio`` is drawn as torchvision's
-            ``RandomResizedCrop.get_params`` does (10 tries, then the centre-crop fallback) and
-            resampled once to the output size.
-        crop_ratio: aspect-ratio range (width / height) of the crop box.
-        hflip_prob: probability of a horizontal flip of the output (background and object).
-    """
-
-    background: Background = "all"
-    fg_scale_jitter: float = 0.3
-    pruning_ratio: float = 0.8
-    fg_size_mode: SizeMode = "range"
-    fg_bates_n: int = 1
-    mask_smoothing_sigma: float = 4.0
-    rel_jut_out: float = 0.0
-    nonant: int | None = None
-    size_factor: float = 1.0
-    orig_img_prob: float | str = 0.0
-    epochs: int | None = None
-    crop_scale: tuple[float, float] | None = None
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_prob: float = 0.0
-
-    def __post_init__(self) -> None:
-        # numpy scalars (np.int64 from an array, np.float32 ...) are taken as the Python numbers
-        # they stand for; booleans are not numbers here.
-        for name in ("fg_bates_n", "nonant", "epochs"):
-            v = getattr(self, name)
-            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-                object.__setattr__(self, name, int(v))
-        for name in ("fg_scale_jitter", "pruning_ratio", "mask_smoothing_sigma", "rel_jut_out", "size_factor",
-                     "orig_img_prob"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, numbers.Real) and not isinstance(v, (bool, int, float)):
-                object.__setattr__(self, name, float(v))
-        if self.background not in ("orig", "same", "all"):
-            raise ValueError(f"background must be one of 'orig', 'same', 'all', got {self.background!r}")
-        if not (isinstance(self.fg_scale_jitter, (int, float)) and 0 <= self.fg_scale_jitter < 1):
-            raise ValueError(f"fg_scale_jitter must be in [0, 1), got {self.fg_scale_jitter!r}")
-        if not (isinstance(self.pruning_ratio, (int, float)) and 0 < self.pruning_ratio <= 1.1):
-            raise ValueError(
-                f"pruning_ratio must be in (0, 1.1] (> 1 disables pruning), got {self.pruning_ratio!r}"
-            )
-        if self.fg_size_mode not in ("range", "min", "max", "mean"):
-            raise ValueError(
-                f"fg_size_mode must be one of 'range', 'min', 'max', 'mean', got {self.fg_size_mode!r}"
-            )
-        if (
-            not isinstance(self.fg_bates_n, int)
-            or isinstance(self.fg_bates_n, bool)
-            or abs(self.fg_bates_n) > MAX_BATES_N
-        ):
-            raise ValueError(
-                f"fg_bates_n must be an int in [-{MAX_BATES_N}, {MAX_BATES_N}], got {self.fg_bates_n!r}"
-            )
-        if not (isinstance(self.mask_smoothing_sigma, (int, float)) and 0 <= self.mask_smoothing_sigma <= 32):
-            raise ValueError(f"mask_smoothing_sigma must be in [0, 32], got {self.mask_smoothing_sigma!r}")
-        if not (isinstance(self.rel_jut_out, (int, float)) and 0 <= self.rel_jut_out < 1):
-            raise ValueError(f"rel_jut_out must be in [0, 1), got {self.rel_jut_out!r}")
-        if self.nonant is not None and (
-            isinstance(self.nonant, bool) or not isinstance(self.nonant, int) or not 0 <= self.nonant <= 8
-        ):
-            raise ValueError(
-                f"nonant must be None or an int in 0..8 (3x3 grid, row-major), got {self.nonant!r}"
-            )
-        if not (
-            isinstance(self.size_factor, (int, float))
-            and math.isfinite(self.size_factor)
-            and self.size_factor > 0
-        ):
-            raise ValueError(f"size_factor must be a finite number > 0, got {self.size_factor!r}")
-        for name in ("crop_scale", "crop_ratio"):
-            v = getattr(self, name)
-            if v is None and name == "crop_scale":
-                continue
-            if (
-                isinstance(v, (str, bytes))
-                or not hasattr(v, "__len__")
-                or len(v) != 2
-                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)
-            ):
-                raise ValueError(f"{name} must be a pair (lo, hi) of numbers, got {v!r}")
-            object.__setattr__(self, name, (float(v[0]), float(v[1])))
-        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}")
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio!r}")
-        if isinstance(self.hflip_prob, numbers.Real) and not isinstance(self.hflip_prob, bool):
-            object.__setattr__(self, "hflip_prob", float(self.hflip_prob))
-        if not (isinstance(self.hflip_prob, float) and 0 <= self.hflip_prob <= 1):
-            raise ValueError(f"hflip_prob must be a float in [0, 1], got {self.hflip_prob!r}")
-        p = self.orig_img_prob
-        if isinstance(p, str):
-            if p not in SCHEDULES:
-                raise ValueError(f"orig_img_prob must be a float in [0, 1] or one of {SCHEDULES}, got {p!r}")
-            if not self.epochs or self.epochs < 1:
-                raise ValueError(
-                    f"orig_img_prob={p!r} is a schedule over epochs: pass epochs >= 1, got {self.epochs!r}"
-                )
-        elif not (isinstance(p, (int, float)) and 0 <= p <= 1):
-            raise ValueError(f"orig_img_prob must be a float in [0, 1] or one of {SCHEDULES}, got {p!r}")
-
-    def orig_prob(self, epoch: int) -> float:
-        """Probability of returning the original image at ``epoch`` (0-based)."""
-        p = self.orig_img_prob
-        if not isinstance(p, str):
-            return float(p)
-        t = min(max(epoch / self.epochs, 0.0), 1.0)  # type: ignore[operator]
-        if p == "linear":
-            return t
-        if p == "revlinear":
-            return 1.0 - t
-        return 1.0 - math.cos(math.pi * t / 2)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "CROP_TRIES",
+    "MAX_BATES_N",
+    "SCHEDULES",
+    "Background",
+    "CropParams",
+    "Plan",
+    "RecombineConfig",
+    "RecombineParams",
+    "SampleDraws",
+    "SizeMode",
+    "bates_from",
+    "compose_crop",
+    "derive_seed",
+    "draw_batch",
+    "draw_sample",
+    "fg_fill",
+    "n_paste_uniforms",
+    "n_uniforms",
+    "plan",
+    "sample_crop",
+    "sample_params",
+]
 
 
 class RecombineParams(NamedTuple):
@@ -194,9 +73,134 @@ def n_uniforms(cfg: RecombineConfig) -> int:
     """How many uniform draws one sample uses: the paste's, then the crop's (2 per try + the
     position), then the flip's. Extras come last, so the paste's draws do not depend on them."""
     n = n_paste_uniforms(cfg)
-    if cfg.crop_scale is not None:
+    if cfg.crop_range is not None:
         n += 2 * CROP_TRIES + 2
-    return n + (1 if cfg.hflip_prob > 0 else 0)
+    return n + (1 if cfg.flip_prob > 0 else 0)
+
+
+class SampleDraws(NamedTuple):
+    """A batch's random numbers, each uniform in [0, 1) and named by what it decides.
+
+    Attributes:
+        size: ``(B,)`` the object's area within its size range.
+        x, y: ``(B, |fg_bates_n|)`` the position's Bates draws per axis.
+        sigma: ``(B,)`` the edge sigma within ``[0.1, 1] * mask_smoothing_sigma``.
+        crop_area, crop_aspect: ``(B, CROP_TRIES)`` the crop box's tries (None without a crop).
+        crop_y, crop_x: ``(B,)`` the crop box's position (None without a crop).
+        flip: ``(B,)`` the flip's draw (None when ``hflip_prob`` is 0).
+        use_orig: ``(B,)`` bool: the untouched source image instead (None when never).
+    """
+
+    size: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    sigma: torch.Tensor
+    crop_area: torch.Tensor | None = None
+    crop_aspect: torch.Tensor | None = None
+    crop_y: torch.Tensor | None = None
+    crop_x: torch.Tensor | None = None
+    flip: torch.Tensor | None = None
+    use_orig: torch.Tensor | None = None
+
+    @classmethod
+    def from_uniforms(
+        cls, u: torch.Tensor, cfg: RecombineConfig, use_orig: torch.Tensor | None = None
+    ) -> SampleDraws:
+        """Name the columns of ``u`` ``(B, n)``: the paste's first, then the crop's, then the flip's
+        (``n_uniforms(cfg)`` columns; the paste's alone when ``n = n_paste_uniforms(cfg)``)."""
+        n, k = abs(cfg.fg_bates_n), n_paste_uniforms(cfg)
+        B = u.shape[0]
+        out = {"size": u[:, 0], "x": u[:, 1 : 1 + n], "y": u[:, 1 + n : 1 + 2 * n], "sigma": u[:, k - 1]}
+        j = k
+        if u.shape[1] > k and cfg.crop_range is not None:
+            t = u[:, j : j + 2 * CROP_TRIES].reshape(B, CROP_TRIES, 2)
+            out |= {"crop_area": t[..., 0], "crop_aspect": t[..., 1]}
+            out |= {"crop_y": u[:, j + 2 * CROP_TRIES], "crop_x": u[:, j + 2 * CROP_TRIES + 1]}
+            j += 2 * CROP_TRIES + 2
+        if u.shape[1] > j and cfg.flip_prob > 0:
+            out["flip"] = u[:, j]
+        return cls(**out, use_orig=use_orig)
+
+    def paste_uniforms(self) -> torch.Tensor:
+        """``(B, n_paste_uniforms)``: what :func:`sample_params` reads."""
+        return torch.cat([self.size[:, None], self.x, self.y, self.sigma[:, None]], 1)
+
+    def crop_uniforms(self) -> torch.Tensor:
+        """``(B, n)``: what :func:`sample_crop` reads (the crop's tries and position, the flip)."""
+        cols: list[torch.Tensor] = []
+        if self.crop_area is not None and self.crop_aspect is not None:
+            B = self.crop_area.shape[0]
+            cols.append(torch.stack([self.crop_area, self.crop_aspect], -1).reshape(B, 2 * CROP_TRIES))
+            cols += [self.crop_y[:, None], self.crop_x[:, None]]  # type: ignore[index]
+        if self.flip is not None:
+            cols.append(self.flip[:, None])
+        return torch.cat(cols, 1) if cols else self.size.new_empty((self.size.shape[0], 0))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SampleDraws:
+        return SampleDraws(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self))  # type: ignore[arg-type]
+
+    @staticmethod
+    def cat(draws: list[SampleDraws]) -> SampleDraws:
+        """One batch of draws from per-sample ones."""
+        fields = (None if f[0] is None else torch.cat(list(f)) for f in zip(*draws, strict=True))
+        return SampleDraws(*fields)  # type: ignore[arg-type]
+
+
+def draw_sample(cfg: RecombineConfig, epoch: int, *, generator: torch.Generator) -> SampleDraws:
+    """One sample's draws (a ``B = 1`` record), in a fixed order: the original-image coin (when
+    ``orig_img_prob`` is above 0 at ``epoch``), then the paste's, crop's and flip's uniforms."""
+    p = cfg.orig_prob(epoch)
+    use_orig = None
+    if p > 0:
+        use_orig = torch.tensor([float(torch.rand((), generator=generator)) < p])
+    u = torch.rand(n_uniforms(cfg), generator=generator)
+    return SampleDraws.from_uniforms(u[None], cfg, use_orig)
+
+
+def draw_batch(
+    cfg: RecombineConfig, batch: int, *, generator: torch.Generator, paste_only: bool = False
+) -> SampleDraws:
+    """A batch's draws on ``generator``'s device (row by row, as :func:`draw_sample`'s uniforms)."""
+    n = n_paste_uniforms(cfg) if paste_only else n_uniforms(cfg)
+    return SampleDraws.from_uniforms(_uniform((batch, n), generator, generator.device), cfg)
+
+
+def fg_fill(fg: torch.Tensor, fg_hw: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` share of each valid foreground crop covered by the object (mean alpha) of a padded
+    ``(B, 4, Hf, Wf)`` uint8 batch; the size rule divides the object's area by it."""
+    a = fg[:, 3].float().sum((1, 2)) / 255.0
+    return a / (fg_hw[:, 0] * fg_hw[:, 1]).float().clamp_min(1)
+
+
+class Plan(NamedTuple):
+    """A batch's geometry: ``params`` in output pixels (what the kernel reads) and, where a crop or
+    flip is fused, ``crop``: the box in full-background pixels and the flip bit."""
+
+    params: RecombineParams
+    crop: CropParams | None = None
+
+
+def plan(
+    fg_ratio: torch.Tensor,
+    bg_ratio: torch.Tensor,
+    fg_hw: torch.Tensor,
+    fg_fill: torch.Tensor,
+    canvas: tuple[int, int] | torch.Tensor,
+    cfg: RecombineConfig,
+    draws: SampleDraws,
+    *,
+    out_hw: tuple[int, int] | None = None,
+) -> Plan:
+    """The geometry of a batch from its draws: the paste on ``canvas``, composed with the fused crop
+    and flip into ``out_hw`` when ``out_hw`` is given (``canvas`` is then the ``(B, 2)``
+    full-resolution backgrounds' sizes). Arguments as :func:`sample_params`'s."""
+    paste = sample_params(fg_ratio, bg_ratio, fg_hw, fg_fill, canvas, cfg, uniforms=draws)
+    if out_hw is None:
+        return Plan(paste)
+    if not isinstance(canvas, torch.Tensor):
+        canvas = torch.tensor([list(canvas)] * fg_ratio.shape[0])
+    crop = sample_crop(canvas, cfg, draws, out_hw)
+    return Plan(compose_crop(paste, crop, out_hw), crop)
 
 
 class CropParams(NamedTuple):
@@ -211,7 +215,7 @@ class CropParams(NamedTuple):
 
 
 def sample_crop(
-    bg_hw: torch.Tensor, cfg: RecombineConfig, uniforms: torch.Tensor, out_hw: tuple[int, int]
+    bg_hw: torch.Tensor, cfg: RecombineConfig, uniforms: torch.Tensor | SampleDraws, out_hw: tuple[int, int]
 ) -> CropParams:
     """torchvision's ``RandomResizedCrop.get_params`` for a batch, from explicit uniforms.
 
@@ -219,7 +223,8 @@ def sample_crop(
         bg_hw: ``(B, 2)`` full background height, width.
         cfg: ``crop_scale``, ``crop_ratio`` and ``hflip_prob`` are used (``crop_scale`` None: the
             whole background, centred box of the output's aspect, as resize-to-cover + centre crop).
-        uniforms: ``(B, n)`` the sample's uniforms *after* the paste's (``n_uniforms - n_paste``).
+        uniforms: the batch's :class:`SampleDraws`, or ``(B, n)`` uniforms: a sample's *after* the
+            paste's (``n_uniforms - n_paste``).
         out_hw: the output size (for the whole-background box).
 
     Same distribution as torchvision: up to 10 tries of (area share ~ U(scale), log aspect ~
@@ -227,16 +232,19 @@ def sample_crop(
     if none fits, the centre crop clamped to ``ratio``. Vectorised: all tries are evaluated and the
     first fitting one is selected without ``.item()``.
     """
+    if isinstance(uniforms, SampleDraws):
+        uniforms = uniforms.crop_uniforms()
     B = bg_hw.shape[0]
     H, W = bg_hw[:, 0].double(), bg_hw[:, 1].double()
     u = uniforms.double()
-    if cfg.crop_scale is None:
+    crop_range = cfg.crop_range
+    if crop_range is None:
         s = torch.maximum(out_hw[0] / H, out_hw[1] / W)  # resize_cover's scale
         w, h = torch.minimum((out_hw[1] / s).round(), W), torch.minimum((out_hw[0] / s).round(), H)
         x0, y0 = torch.div(W - w, 2, rounding_mode="floor"), torch.div(H - h, 2, rounding_mode="floor")
         k = 0
     else:
-        lo, hi = cfg.crop_scale
+        lo, hi = crop_range
         lr = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
         t = u[:, : 2 * CROP_TRIES].reshape(B, CROP_TRIES, 2)
         area = (H * W)[:, None] * (lo + t[..., 0] * (hi - lo))
@@ -263,8 +271,8 @@ def sample_crop(
         x0, y0 = torch.where(any_fit, cx, fx), torch.where(any_fit, cy, fy)
         w, h = torch.where(any_fit, cw, fw), torch.where(any_fit, ch, fh)
         k = 2 * CROP_TRIES + 2
-    if cfg.hflip_prob > 0:
-        flip = u[:, k] < cfg.hflip_prob
+    if cfg.flip_prob > 0:
+        flip = u[:, k] < cfg.flip_prob
     else:
         flip = torch.zeros(B, dtype=torch.bool, device=bg_hw.device)
     f = torch.float32
@@ -306,7 +314,7 @@ def sample_params(
     cfg: RecombineConfig,
     *,
     generator: torch.Generator | None = None,
-    uniforms: torch.Tensor | None = None,
+    uniforms: torch.Tensor | SampleDraws | None = None,
 ) -> RecombineParams:
     """Draw size, position and edge sigma for a batch (ForNet's rules, batched, no ``.item()``).
 
@@ -319,9 +327,9 @@ def sample_params(
             full-resolution backgrounds).
         cfg: the recombination config.
         generator: all draws; must live on the device of the inputs.
-        uniforms: instead of ``generator``, each sample's own ``(B, n_uniforms(cfg))`` uniforms in
-            [0, 1) — what ``ForComp`` workers draw per item, so that a sample's geometry does not
-            depend on the batch it lands in (batch size, workers, shuffling).
+        uniforms: instead of ``generator``, each sample's own draws: a :class:`SampleDraws` (what
+            ``ForComp`` workers draw per item, so that a sample's geometry does not depend on the
+            batch it lands in), or ``(B, n_uniforms(cfg))`` uniforms in [0, 1).
 
     Returns:
         :class:`RecombineParams` on the inputs' device.
@@ -345,6 +353,8 @@ def sample_params(
     else:
         lo = hi = (fr + br) / 2
     k = n_paste_uniforms(cfg)
+    if isinstance(uniforms, SampleDraws):
+        uniforms = uniforms.paste_uniforms()
     if uniforms is not None and uniforms.dim() == 2 and uniforms.shape[1] > k:
         uniforms = uniforms[:, :k]  # a sample's full draw: the crop's and flip's come after
     if uniforms is None:

@@ -18,9 +18,11 @@ from typing import Any, Literal
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from typing_extensions import Unpack
 
+from forcomp.recombine.config import RecombineConfig, RecombineKwargs
 from forcomp.recombine.functional import composite
-from forcomp.recombine.params import RecombineConfig, RecombineParams, derive_seed, n_uniforms, sample_params
+from forcomp.recombine.params import RecombineParams, SampleDraws, derive_seed, draw_batch, fg_fill, plan
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,12 @@ class Parts:
         fg_ratio, bg_ratio: ``(B,)`` object share of the foreground's / background's source image.
         labels: ``(B,)`` int64.
         orig: ``(B, 3, H, W)`` uint8 original images or None; ``use_orig`` ``(B,)`` bool.
-        uniforms: ``(B, K)`` each sample's own uniform draws for its geometry, or None (then the
-            transform's generator draws for the whole batch).
+        draws: each sample's own :class:`~forcomp.recombine.params.SampleDraws` for its geometry,
+            or None (then the transform's generator draws for the whole batch).
         decode_failures: parts that failed to decode while this batch was read (and were replaced).
-        params: the output geometry of each sample when the workers drew it (fused crop and flip:
-            the paste was drawn on the full-resolution background and composed with the crop).
+        params: the output geometry of each sample when the workers planned it (``ForComp`` does;
+            fused crop and flip: the paste planned on the full-resolution background, composed
+            with the crop).
         crop: ``(B, 5)`` each sample's crop box ``x0, y0, w, h`` in full-background pixels and flip
             bit (fused mode), for the record.
     """
@@ -53,15 +56,15 @@ class Parts:
     labels: torch.Tensor
     orig: torch.Tensor | None = None
     use_orig: torch.Tensor | None = None
-    uniforms: torch.Tensor | None = None
+    draws: SampleDraws | None = None
     decode_failures: int = 0
     params: RecombineParams | None = None
     crop: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Parts:
         def mv(t: Any) -> Any:
-            if isinstance(t, RecombineParams):
-                return RecombineParams(*(x.to(device, non_blocking=non_blocking) for x in t))
+            if isinstance(t, (RecombineParams, SampleDraws)):
+                return type(t)(*(None if x is None else x.to(device, non_blocking=non_blocking) for x in t))  # type: ignore[arg-type]
             return t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
 
         return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -72,8 +75,8 @@ class Parts:
         copied synchronously (~100 MB per 256-image batch)."""
 
         def pin(t: Any) -> Any:
-            if isinstance(t, RecombineParams):
-                return RecombineParams(*(x.pin_memory() for x in t))
+            if isinstance(t, (RecombineParams, SampleDraws)):
+                return type(t)(*(None if x is None else x.pin_memory() for x in t))  # type: ignore[arg-type]
             return t.pin_memory() if isinstance(t, torch.Tensor) else t
 
         return Parts(*(pin(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -81,8 +84,7 @@ class Parts:
     @property
     def fg_fill(self) -> torch.Tensor:
         """Share of each valid foreground crop covered by the object (mean alpha)."""
-        a = self.fg[:, 3].float().sum((1, 2)) / 255.0
-        return a / (self.fg_hw[:, 0] * self.fg_hw[:, 1]).float().clamp_min(1)
+        return fg_fill(self.fg, self.fg_hw)
 
 
 class Recombine(v2.Transform):
@@ -104,8 +106,19 @@ class Recombine(v2.Transform):
         smoothing_radius: truncation of the feathering kernel (default 3 x ``mask_smoothing_sigma``).
 
     Example:
-        >>> rec = Recombine(background="all", seed=0)  # doctest: +SKIP
-        >>> images, masks = rec(parts)                 # parts: a collated Parts batch
+        >>> import torch
+        >>> from forcomp.recombine import ForComp, Recombine, collate_parts
+        >>> ds = ForComp(cache, split="val", size=64, seed=0)  # cache: a forcomp cache or ForNet release
+        >>> parts = collate_parts([ds.load_parts(i) for i in range(4)])  # what loader workers hand over
+        >>> rec = Recombine(ds.config, seed=0)
+        >>> images, masks, params = rec(parts, return_params=True)
+        >>> images.shape, masks.shape
+        (torch.Size([4, 3, 64, 64]), torch.Size([4, 64, 64]))
+        >>> bool((rec(parts, params=params)[0] == images).all())  # params replay bit for bit
+        True
+        >>> centred = Recombine(fg_bates_n=0, seed=0)  # other settings: draws from a generator
+        >>> p = centred.make_params(parts, generator=torch.Generator().manual_seed(0))
+        >>> images, masks = centred(parts, params=p)
     """
 
     def __init__(
@@ -116,11 +129,11 @@ class Recombine(v2.Transform):
         method: Literal["auto", "matrix", "window"] = "auto",
         compile: bool | None = None,  # noqa: A002 - torch.compile's name, as timm's --torchcompile
         smoothing_radius: int | None = None,
-        **kwargs: Any,
+        **overrides: Unpack[RecombineKwargs],
     ) -> None:
         super().__init__()
-        self.config = config if config is not None else RecombineConfig(**kwargs)
-        if config is not None and kwargs:
+        self.config = config if config is not None else RecombineConfig(**overrides)
+        if config is not None and overrides:
             raise TypeError("pass either config or keyword arguments, not both")
         self.seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.epoch = 0
@@ -163,9 +176,9 @@ class Recombine(v2.Transform):
         if self.uses_compile(parts.bg.device):
             if self._compiled is None:
                 # dynamic=True: every batch pads its foregrounds to another size; one graph with
-                # symbolic sizes serves them all. dynamic=None compiled a static graph first and
-                # recompiled on the next shapes (3 graphs per loader run on an H200, several seconds
-                # each, where dynamic=True made 1; benchmarks/results/gpu_run2). fullgraph: a graph
+                # symbolic sizes serves them all. dynamic=None compiles a static graph first and
+                # recompiles on the next shapes (measured on an H200: 3 graphs of several seconds
+                # each per loader pass, against 1; benchmarks/RESULTS.md). fullgraph: a graph
                 # break would be a bug here.
                 self._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
             try:
@@ -200,27 +213,26 @@ class Recombine(v2.Transform):
     def make_params(self, parts: Parts, generator: torch.Generator | None = None) -> RecombineParams:  # type: ignore[override]
         """This batch's geometry on the batch's device.
 
-        From the samples' own uniforms when the batch carries them (``ForComp`` does: a sample's
-        draw then does not depend on its batch), else from ``generator`` (on any device) or the
-        transform's own CPU generator, whose uniforms are drawn on the CPU and moved.
+        The batch's own ``params`` when it carries them (``ForComp`` plans each sample in its
+        worker, so a sample's geometry does not depend on its batch); else planned from the
+        batch's ``draws``, or from ``generator`` (on any device), or from the transform's own CPU
+        generator, whose draws are made on the CPU and moved.
         """
         if parts.params is not None and generator is None:
             return RecombineParams(*(t.to(parts.bg.device) for t in parts.params))
-        uniforms = parts.uniforms if generator is None else None
-        if uniforms is None and generator is None:
-            k = n_uniforms(self.config)
-            uniforms = torch.rand((parts.bg.shape[0], k), generator=self._generator())
-            uniforms = uniforms.to(parts.bg.device, non_blocking=True)
-        return sample_params(
-            parts.fg_ratio,
-            parts.bg_ratio,
-            parts.fg_hw,
-            parts.fg_fill,
-            (int(parts.bg.shape[-2]), int(parts.bg.shape[-1])),
-            self.config,
-            generator=generator,
-            uniforms=uniforms,
-        )
+        B = parts.bg.shape[0]
+        if generator is not None:
+            draws = draw_batch(self.config, B, generator=generator, paste_only=True)
+        elif parts.draws is not None:
+            draws = parts.draws
+        else:
+            draws = draw_batch(self.config, B, generator=self._generator()).to(
+                parts.bg.device, non_blocking=True
+            )
+        canvas = (int(parts.bg.shape[-2]), int(parts.bg.shape[-1]))
+        return plan(
+            parts.fg_ratio, parts.bg_ratio, parts.fg_hw, parts.fg_fill, canvas, self.config, draws
+        ).params
 
     def forward(  # type: ignore[override]
         self,
@@ -253,7 +265,8 @@ class Recombine(v2.Transform):
 
 
 def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
-    """Stack worker samples into a :class:`Parts` batch (foregrounds zero-padded to the largest)."""
+    """Stack ``ForComp.load_parts`` samples into a :class:`Parts` batch (foregrounds zero-padded to
+    the largest)."""
     hmax = max(s["fg"].shape[1] for s in samples)
     wmax = max(s["fg"].shape[2] for s in samples)
     fg = torch.zeros(len(samples), 4, hmax, wmax, dtype=torch.uint8)
@@ -273,9 +286,7 @@ def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
         if has_orig
         else None,
         use_orig=torch.tensor([s["use_orig"] for s in samples], dtype=torch.bool) if has_orig else None,
-        uniforms=torch.stack([s["uniforms"] for s in samples])
-        if all("uniforms" in s for s in samples)
-        else None,
+        draws=SampleDraws.cat([s["draws"] for s in samples]) if all("draws" in s for s in samples) else None,
         params=RecombineParams(*(torch.cat(t) for t in zip(*(s["params"] for s in samples), strict=True)))
         if all("params" in s for s in samples)
         else None,

@@ -289,3 +289,64 @@ def test_mapping_error_names_classes_and_prints_the_line(tmp_path: Path, capsys)
     assert _quick(cache, tmp_path / "o", f"{f}:m") == 2
     err = capsys.readouterr().err
     assert "n02084071 (dog" in err and "\n  --class-indices 0,?\n" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", "forcomp evaluate: error: device 'cuda' was requested but CUDA is not available here"),
+        ("cuda:1", "forcomp evaluate: error: device 'cuda:1' was requested but CUDA is not available here"),
+        ("cdua", "forcomp evaluate: error: device 'cdua' is not a device name; use one of cpu"),
+    ],
+)
+def test_an_unavailable_or_misspelt_device_is_one_line_and_exit_2(
+    colour_cache: Path, tmp_path: Path, device: str, message: str, capsys, monkeypatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "o"
+    assert _quick(colour_cache, out, f"{MODELS}:factory", "--device", device) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not out.exists()  # refused before any work
+
+
+def test_flags_map_one_to_one_onto_the_options_in_the_report(
+    colour_cache: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no --device: CUDA if there, else cpu
+    argv = ["--methods", "input_x_gradient", "--seed", "3", "--workers", "0"]
+    argv += ["--mask-smoothing-sigma", "1.5", "--class-indices", "0,1,2,3", "--split", "val"]
+    assert main(
+        [
+            "evaluate", "--cache", str(colour_cache), "--model", f"{MODELS}:factory", "--out",
+            str(tmp_path / "o"), "--normalize", "none", "--limit", "4", "--batch-size", "3",
+            "--bootstrap", "7", "--size", str(EVAL_SIZE), "--no-plots", "--quiet", "--weights", str(tmp_path),
+            *argv,
+        ]
+    ) == 0  # fmt: skip
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["options"] == {
+        "split": "val",
+        "size": EVAL_SIZE,
+        "normalize": None,
+        "device": "cpu",
+        "batch_size": 3,
+        "seed": 3,
+        "limit": 4,
+        "methods": ["input_x_gradient"],
+        "num_workers": 0,
+        "progress": False,
+        "bootstrap": 7,
+        "ig_steps": 16,
+        "gradcam_layer": None,
+        "class_indices": [0, 1, 2, 3],
+        "n_examples": 6,
+        "weights_dir": str(tmp_path),
+        "checkpoint_key": None,  # a factory loads its own weights (the flag is refused for it)
+        "recombine": {"mask_smoothing_sigma": 1.5},
+    }
+    assert report["runtime"]["device"] == "cpu" and report["seed"] == 3

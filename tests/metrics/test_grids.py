@@ -1,7 +1,7 @@
-"""The evaluation conditions (``grids.py``) as ``METRICS.md`` lists them: every field of every condition.
+"""The evaluation conditions (``grids.py``) as the bias metrics define them, field by field.
 
-Fast and pure, written against the mutants of ``scripts/mutation.sh forcomp/metrics/grids.py``; the
-names are the keys of ``report.json``, the settings what each condition hands to ``ForComp``.
+Fast and pure; the names are the keys of ``report.json``, the settings what each condition hands
+to ``ForComp``.
 """
 
 from __future__ import annotations
@@ -85,3 +85,16 @@ def test_focus_is_the_all_backgrounds_condition_wherever_it_is() -> None:
     d = EvaluationGrid.default()
     g = EvaluationGrid(tuple(reversed(d.background)), d.nonant, d.size)
     assert g.focus.name == "bg=all" and g.focus is g.background[0]
+
+
+def test_grid_is_the_metrics_md_grid() -> None:
+    g = EvaluationGrid.default()
+    assert [c.background for c in g.background] == ["orig", "same", "all"]
+    assert [c.nonant for c in g.nonant] == list(range(9)) and {c.background for c in g.nonant} == {"same"}
+    assert [c.size_factor for c in g.size] == list(SIZE_FACTORS) and {c.background for c in g.size} == {
+        "same"
+    }
+    assert g.focus.name == "bg=all" and g.focus.nonant is None and g.focus.size_factor == 1.0
+    assert len(g) == 20 and len(set(g.names())) == 20
+    with pytest.raises(ValueError, match="1.0"):
+        size_conditions((0.5, 2.0))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_formulas import _fake_results
+from fake_results import fake_results
 
 from forcomp.metrics.bias import AttributionExamples
 from forcomp.metrics.grids import EvaluationGrid
@@ -17,7 +17,7 @@ from forcomp.metrics.summary import build_report as _build_report
 
 
 def fake_report(shift: float = 0.0) -> dict:
-    correct = _fake_results()
+    correct = fake_results()
     if shift:
         correct["bg=all"] = correct["bg=same"].clone()
     r = _build_report(
@@ -173,7 +173,7 @@ def test_constant_predictor_is_flagged_not_perfect(tmp_path: Path) -> None:
 
 
 def test_good_model_gets_no_warning(tmp_path: Path) -> None:
-    r = _report(_fake_results())  # 0.4 to 0.8 on 200 images, all above 1/4
+    r = _report(fake_results())  # 0.4 to 0.8 on 200 images, all above 1/4
     assert r["chance"]["warning"] is None and r["chance"]["not_meaningful"] == {}
     assert all(r[k]["meaningful"] for k in ("background_robustness", "bg_gap", "center_bias", "size_bias"))
     md = format_markdown(r)
@@ -184,7 +184,7 @@ def test_good_model_gets_no_warning(tmp_path: Path) -> None:
 
 
 def test_chance_uses_the_evaluated_classes_and_majority_share() -> None:
-    correct = _fake_results()
+    correct = fake_results()
     correct["size=1"] = torch.arange(200) % 2 == 0  # 0.5
     assert _report(correct, n_classes=4)["size_bias"]["meaningful"] is True  # 0.5 > 1/4
     assert _report(correct, n_classes=2)["size_bias"]["meaningful"] is False  # 0.5 = 1/2

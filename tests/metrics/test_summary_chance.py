@@ -1,23 +1,24 @@
 """The report dict (``summary.py``) and the chance check (``chance.py``) against values written out by hand.
 
 Fast, pure tests (no model, no cache) that pin what ``report.json`` holds: every accuracy, grid cell,
-curve point and headline recomputed here from the METRICS.md formulas on distinct numbers, the
+curve point and headline recomputed here from the headline formulas on distinct numbers, the
 bootstrap intervals drawn from the one seeded generator in the documented order, the fixed strings of
-the schema, and the chance block's level, flags and messages word for word. Written against the
-mutants of ``scripts/mutation.sh forcomp/metrics/summary.py forcomp/metrics/chance.py``.
+the schema, and the chance block's level, flags and messages word for word.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from fake_results import fake_results
 
 from forcomp.metrics.chance import REFERENCE, assess_chance, chance_level, chance_of, not_meaningful
 from forcomp.metrics.grids import EvaluationGrid
 from forcomp.metrics.scores import HEADLINES, bootstrap_mean, paired_bootstrap
-from forcomp.metrics.summary import SCHEMA, _f, build_report, mark_chance
+from forcomp.metrics.summary import SCHEMA, _f, build_report, cache_identity, mark_chance
 
 N = 20
 GRID = EvaluationGrid.default()
@@ -336,3 +337,64 @@ def test_chance_of_and_not_meaningful_for_new_and_old_reports() -> None:
         assert chance_of(bad) is None, bad
         assert not_meaningful(bad, "bg_gap") is None
     assert chance_of({"conditions": old["conditions"], "n_classes": 1}) is not None
+
+
+def test_cache_identity_without_ratios_and_with_many_classes(tmp_path: Path) -> None:
+    class Items:
+        def __init__(self, n_classes: int) -> None:
+            self.classes = [f"c{i}" for i in range(n_classes)]
+
+        def __len__(self) -> int:
+            return 3
+
+    assert cache_identity(tmp_path, "val", Items(51)) == {
+        "path": str(tmp_path.resolve()),
+        "split": "val",
+        "n_items": 3,
+        "n_classes": 51,
+        "classes": None,
+        "ratios_sha256_16": None,
+    }
+    assert cache_identity(tmp_path, "val", Items(50))["classes"] == Items(50).classes
+
+
+def test_report_structure_fromfake_results() -> None:
+    correct = fake_results()
+    focus = {"input_x_gradient": torch.tensor([2.0, 3.0, float("nan"), 4.0]), "gradcam": torch.zeros(0)}
+    r = build_report(
+        correct=correct,
+        focus=focus,
+        methods=("input_x_gradient", "gradcam"),
+        unavailable={"gradcam": "no conv"},
+        grid=EvaluationGrid.default(),
+        seed=0,
+        bootstrap=200,
+    )
+    assert isinstance(r["accuracy"], float)
+    for key in ("background_robustness", "foreground_focus", "center_bias", "size_bias", "bg_gap"):
+        assert isinstance(r[key]["score"], float) and len(r[key]["ci95"]) == 2 and r[key]["n_images"] == 200
+    assert len(r["center_bias"]["grid"]) == 3 and all(len(row) == 3 for row in r["center_bias"]["grid"])
+    assert list(r["size_bias"]["curve"]) == ["0.1", "0.2", "0.3", "0.5", "0.7", "1", "1.5", "2"]
+    assert r["foreground_focus"]["score"] == pytest.approx(3.0)
+    assert r["foreground_focus"]["methods"]["input_x_gradient"]["n_valid"] == 3
+    assert r["foreground_focus"]["methods"]["gradcam"]["unavailable"] == "no conv"
+    assert set(r["background_robustness"]["accuracy"]) == {"orig", "same", "all"}
+
+
+def test_scores_are_float64_exact_for_equal_conditions() -> None:
+    # Every condition: the same 5 of 12 images right. float32 gave 0.4166666567 and center bias -1.19e-07.
+    hits = torch.tensor([True] * 5 + [False] * 7)
+    r = build_report(
+        correct={c.name: hits.clone() for c in EvaluationGrid.default()},
+        focus={"input_x_gradient": torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)},
+        methods=("input_x_gradient",),
+        unavailable={},
+        grid=EvaluationGrid.default(),
+        seed=0,
+        bootstrap=50,
+    )
+    assert r["accuracy"] == 5 / 12 and r["center_bias"]["grid"][0][0] == 5 / 12
+    assert r["size_bias"]["curve"]["0.1"] == 5 / 12 and r["conditions"]["bg=all"]["accuracy"] == 5 / 12
+    assert r["center_bias"]["score"] == 0.0 and r["size_bias"]["score"] == 0.0 and r["bg_gap"]["score"] == 0.0
+    assert r["background_robustness"]["score"] == 1.0 and r["center_bias"]["corner_score"] == 0.0
+    assert r["foreground_focus"]["score"] == 1.0

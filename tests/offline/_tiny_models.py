@@ -311,27 +311,6 @@ def weights_with(factory, dest: Path, *names: str) -> Path:
     return dest
 
 
-def blob_folder(root: Path, classes=("n01440764", "n02085620"), per_class: int = 2, size=(64, 48)) -> Path:
-    """A tiny ImageFolder: wnid-named classes, JPEGs with one coloured ellipse on a textured ground."""
-    import numpy as np
-    from PIL import Image
-
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    for ci, cls in enumerate(classes):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            rng = np.random.default_rng(100 * ci + i)
-            img = np.stack([90 + 20 * np.sin(xx / 5 + i), 110 + 15 * np.cos(yy / 4), 100 + 0 * xx], -1)
-            img = img + rng.normal(0, 3, img.shape)
-            inside = ((xx - w / 2) / (0.25 * w)) ** 2 + ((yy - h / 2) / (0.3 * h)) ** 2 <= 1
-            img[inside] = [(220, 40, 40), (40, 60, 220)][ci % 2]
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
-                root / cls / f"img{i}.JPEG", quality=95
-            )
-    return root
-
-
 class RedVsGreen(nn.Module):
     """A 2-class "classifier": class 0 is likely when the input is redder than it is green."""
 

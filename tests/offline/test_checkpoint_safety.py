@@ -15,7 +15,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_models import GDINO_DIR, SAM_FILE, SD_DIR, blob_folder, weights_with  # noqa: E402
+from _tiny_models import GDINO_DIR, SAM_FILE, SD_DIR, weights_with  # noqa: E402
+from scenes import blob_folder  # noqa: E402
 
 from forcomp.errors import ForcompError  # noqa: E402
 

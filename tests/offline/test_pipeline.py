@@ -232,7 +232,7 @@ def test_odd_class_names_and_formats_build(tmp_path):
 def test_script_without_main_guard_fails_clearly_instead_of_hanging(tmp_path):
     """Worker processes start with spawn and re-import the calling script: without the
     ``if __name__ == "__main__":`` guard they cannot start. The build must stop with a message
-    saying so (multiprocessing.Pool used to respawn them forever: the build hung)."""
+    saying so (a multiprocessing.Pool respawns them forever and the build hangs)."""
     import subprocess
     import sys
 

@@ -52,7 +52,7 @@ def test_rebuild_removes_files_of_items_no_longer_ok(small):
     for cls in ("n00000001", "n00000002"):
         assert not layout.fg_path(cls, "img0").exists() and not layout.bg_path(cls, "img0").exists()
     assert verify_cache(cache) == []
-    reader = CacheReader(cache, "train")  # used to raise "has no ratio for 1 foreground(s)"
+    reader = CacheReader(cache, "train")  # every foreground left has its ratio
     assert len(reader.foregrounds) == 4
 
 
@@ -95,7 +95,7 @@ def test_resume_redoes_no_object_items_that_still_have_files(small):
     }
     _blank(source / "n00000002" / "img0.jpg")
     build_cache(source, cache, BuildConfig(**CFG, resume=False))
-    for p, data in keep.items():  # what the old bug left behind
+    for p, data in keep.items():  # files of an earlier build that a no-object item must not keep
         p.write_bytes(data)
     s = build_cache(source, cache, BuildConfig(**CFG))
     assert (s.skipped, s.no_object) == (5, 1), s.format()

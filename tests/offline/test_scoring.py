@@ -10,7 +10,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_models import SAM_FILE, blob_folder, weights_with  # noqa: E402
+from _tiny_models import SAM_FILE, weights_with  # noqa: E402
+from scenes import blob_folder  # noqa: E402
 
 from forcomp.errors import ForcompError, WeightsNotFoundError  # noqa: E402
 from forcomp.offline.scoring import (  # noqa: E402

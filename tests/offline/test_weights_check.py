@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_models import GDINO_DIR, LAMA_FILE, SAM_FILE, SD_DIR, weights_with  # noqa: E402
 
 from forcomp.errors import WeightsNotFoundError  # noqa: E402
+from forcomp.offline.backends import resolve_backends  # noqa: E402
 from forcomp.offline.config import BuildConfig  # noqa: E402
-from forcomp.offline.engines import check_weights  # noqa: E402
 from forcomp.offline.inpainters import INPAINTERS  # noqa: E402
 from forcomp.offline.segmenters import SEGMENTERS  # noqa: E402
 from forcomp.weights import diffusers_dir_problems, hf_model_dir_problems, is_lfs_pointer  # noqa: E402
@@ -48,7 +48,7 @@ def test_auto_skips_lfs_pointers_and_says_how_to_fetch(tmp_path_factory, tmp_pat
     assert "git lfs pull" in caplog.text and LAMA_FILE in caplog.text
     # asked for by name: the build fails before any work, saying what to run
     with pytest.raises(WeightsNotFoundError, match=r"big-lama\.pt: it is a git-lfs pointer.*git lfs pull"):
-        check_weights(BuildConfig(weights_dir=str(w), segmenter="sam", inpainter="lama"))
+        resolve_backends(BuildConfig(weights_dir=str(w), segmenter="sam", inpainter="lama"))
     with pytest.raises(WeightsNotFoundError, match="git lfs pull"):
         INPAINTERS.build("lama", weights_dir=w, device="cpu")
     (w / "sam_vit_h_4b8939.pth").write_text(POINTER)  # the largest SAM is a pointer: the next one is used
@@ -90,3 +90,38 @@ def test_auto_needs_pipeline_weights_not_only_model_index(tmp_path_factory, tmp_
     only.mkdir()
     (only / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
     assert INPAINTERS.resolve("auto", w).name == "telea"
+
+
+def test_auto_is_resolved_once_per_build_and_the_engine_gets_the_names(tmp_path, monkeypatch):
+    """One resolution per build (the CLI's, passed in, or build_cache's own); workers never see auto."""
+    from scenes import make_imagefolder
+
+    from forcomp.offline import engines
+    from forcomp.offline.entry import build_cache
+    from forcomp.offline.registry import Registry
+
+    resolved: list[tuple[str, str]] = []
+    real_resolve = Registry.resolve
+
+    def counting(self, name, weights_dir):
+        resolved.append((self.stage, name))
+        return real_resolve(self, name, weights_dir)
+
+    seen: list[tuple[str, str]] = []
+    real_run = engines.run_local
+
+    def run_local(todo, layout, config, summary, **kw):
+        seen.append((config.segmenter, config.inpainter))
+        return real_run(todo, layout, config, summary, **kw)
+
+    monkeypatch.setattr(Registry, "resolve", counting)
+    monkeypatch.setattr("forcomp.offline.entry.run_local", run_local)
+    src = make_imagefolder(tmp_path / "src", per_class=1)
+    cfg = BuildConfig(split="val", weights_dir=str(tmp_path / "empty"), device="cpu")
+    summary = build_cache(src, tmp_path / "cache", cfg)
+    assert summary.ok + summary.no_object == 3
+    assert seen == [("classical", "telea")]
+    assert resolved.count(("segmenter", "auto")) == 1 and resolved.count(("inpainter", "auto")) == 1
+    resolved.clear()
+    build_cache(src, tmp_path / "cache2", cfg, backends={"segmenter": "classical", "inpainter": "telea"})
+    assert ("segmenter", "auto") not in resolved and ("inpainter", "auto") not in resolved

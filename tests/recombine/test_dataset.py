@@ -87,7 +87,7 @@ def test_rel_jut_out_bounds(cache):
     def outside_share(jut):
         shares = []
         ds = ForComp(cache, "val", size=64, rel_jut_out=jut, fg_bates_n=-1, mask_smoothing_sigma=0, seed=0)
-        rec = ds._recombine
+        rec = ds.recombine
         from forcomp.recombine.dataset import collate_parts
 
         for e in range(20):
@@ -303,13 +303,13 @@ def test_unseeded_workers_differ_even_after_ds_i_in_the_parent(tmp_path):
     """A ds[i] before training must not hand the parent's generator to forked workers (they would
     repeat each other's draws), and unseeded loaders draw anew at every call."""
     from forcomp.recombine.dataset import collate_parts
-    from forcomp.recombine.loader import _PartsView
+    from forcomp.recombine.loader import PartsView
 
     cache = make_cache(tmp_path / "c", per_class=4)
     ds = ForComp(cache, "val", size=32, seed=None)
     ds[0]  # a sanity check before training creates the parent's generator
-    dl = DataLoader(_PartsView(ds), batch_size=2, num_workers=2, collate_fn=collate_parts)
-    draws = torch.cat([p.uniforms for p in dl])
+    dl = DataLoader(PartsView(ds), batch_size=2, num_workers=2, collate_fn=collate_parts)
+    draws = torch.cat([p.draws.paste_uniforms() for p in dl])
     assert len({tuple(r.tolist()) for r in draws}) == len(draws)
     a = torch.cat([b[0] for b in ds.loader(6, num_workers=2, shuffle=False)])
     b = torch.cat([b[0] for b in ds.loader(6, num_workers=2, shuffle=False)])
@@ -466,3 +466,121 @@ def test_spawned_workers_after_ds_i(tmp_path):
     rec = Recombine(seed=0)
     rec._generator()  # a used transform pickles too
     assert pickle.loads(pickle.dumps(rec))._generators == {}
+
+
+RED, BLUE, GREEN, GREY = (220, 20, 20), (20, 20, 220), (20, 200, 20), (128, 128, 128)
+
+
+def _two_tone_cache(root, bg_size=(64, 48), fg_size=(24, 16)):
+    """One class: an object red on its left half and blue on its right, on a background green on
+    its left half and grey on its right. Neither is mirror-symmetric."""
+    from PIL import Image
+
+    (w, h), (fw, fh) = bg_size, fg_size
+    fgd, bgd = root / "train" / "foregrounds" / "n00000001", root / "train" / "backgrounds" / "n00000001"
+    fgd.mkdir(parents=True)
+    bgd.mkdir(parents=True)
+    rgba = np.zeros((fh, fw, 4), np.uint8)
+    rgba[:, : fw // 2, :3], rgba[:, fw // 2 :, :3], rgba[..., 3] = RED, BLUE, 255
+    Image.fromarray(rgba, "RGBA").save(fgd / "img0.WEBP", lossless=True)
+    bg = np.zeros((h, w, 3), np.uint8)
+    bg[:, : w // 2], bg[:, w // 2 :] = GREEN, GREY
+    Image.fromarray(bg).save(bgd / "img0.JPEG", quality=98)
+    (root / "fg_bg_ratios_train.json").write_text(json.dumps({"n00000001/img0.JPEG": fw * fh / (w * h)}))
+    return root
+
+
+def _colour_x(img, mask, colour):
+    """Mean column of the object's pixels (mask > 0.9) closest to ``colour``."""
+    px = (img * 255).permute(1, 2, 0)
+    d = (px - torch.tensor(colour, dtype=px.dtype)).abs().amax(-1)
+    ys, xs = torch.nonzero((d < 40) & (mask > 0.9), as_tuple=True)
+    assert len(xs) > 4, f"no object pixels of colour {colour}"
+    return xs.float().mean().item()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_flip_mirrors_background_and_object(tmp_path, seed):
+    """The fused flip mirrors the whole picture: background, the object's position *and* the object
+    itself (an asymmetric object on an asymmetric background; the crop box is the whole image)."""
+    cache = _two_tone_cache(tmp_path / "c")
+    kw = dict(size=(48, 64), crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), return_masks=True, seed=seed)
+    img0, _, m0 = ForComp(cache, "train", hflip_prob=0.0, **kw)[0]
+    img1, _, m1 = ForComp(cache, "train", hflip_prob=1.0, **kw)[0]
+    # the background: green left, grey right unflipped; mirrored when flipped
+    far = (m0 == 0) & (m1 == 0)
+    assert (img1 - img0.flip(-1)).abs()[:, far & far.flip(-1)].max() < 0.05
+    assert img0[1, 0, 0] > 0.6 and img1[1, 0, -1] > 0.6  # green where it belongs
+    # the object lands mirrored and is mirrored itself: red left of blue, then right of it
+    (cx0, cy0), (cx1, cy1) = _centroid(m0), _centroid(m1)
+    assert abs(cx1 - (63 - cx0)) <= 1.0 and abs(cy1 - cy0) <= 0.5  # whole-pixel boxes: 1 px rounding
+    assert abs(float(m1.sum() - m0.sum())) < 0.15 * float(m0.sum())
+    assert _colour_x(img0, m0, RED) < _colour_x(img0, m0, BLUE)
+    assert _colour_x(img1, m1, RED) > _colour_x(img1, m1, BLUE)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_sample_composite_puts_the_object_where_its_mask_says(tmp_path, seed):
+    """``size=None``: the PIL composite at the background's resolution is the kernel's composite
+    of the sample's planned geometry; the object's colours are inside the mask, in their order,
+    and the background's outside it."""
+    from forcomp.recombine.functional import composite
+
+    cache = _two_tone_cache(tmp_path / "c")
+    ds = ForComp(cache, "train", size=None, return_masks=True, seed=seed)
+    pil, _, mask = ds[0]
+    img = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+    assert pil.size == (64, 48) and mask.shape == (48, 64)
+    s = ds.load_parts(0)
+    p = ds.plan(s["fg"], s["bg"], s["fg_ratio"], s["bg_ratio"], s["draws"]).params
+    ref, ref_mask = composite(
+        s["fg"], torch.tensor(s["fg"].shape[1:]), s["bg"], _unbatched(p),
+        smoothing_radius=ds.recombine.smoothing_radius, method="window", fg_filter="bicubic",
+    )  # fmt: skip
+    assert torch.equal(img, ref) and torch.equal(mask.as_subclass(torch.Tensor), ref_mask)
+    # the mask is the planned box (whole pixels), feathered only at its edge
+    x0, y0, w, h = (int(round(float(v))) for v in (p.x0, p.y0, p.w, p.h))
+    ys, xs = torch.nonzero(mask > 0, as_tuple=True)
+    assert x0 <= int(xs.min()) and int(xs.max()) < x0 + w and y0 <= int(ys.min()) and int(ys.max()) < y0 + h
+    assert float(mask.sum()) > 0.5 * w * h
+    f = img.float() / 255
+    assert _colour_x(f, mask, RED) < _colour_x(f, mask, BLUE)
+    outside = (mask == 0).clone()
+    outside[:, 28:36] = False  # the background's own green/grey seam (JPEG)
+    bg = np.asarray(pil)[outside.numpy()]
+    expected = np.where(np.argwhere(outside.numpy())[:, 1:2] < 32, GREEN, GREY)
+    assert np.abs(bg.astype(int) - expected).max() <= 6
+
+
+def _unbatched(p):
+    """B = 1 params as the unbatched kernel call takes them."""
+    return type(p)(*(t.reshape(()) for t in p))
+
+
+def test_a_config_object_is_passed_and_keywords_override_it(cache):
+    from forcomp import RecombineConfig
+
+    cfg = RecombineConfig(nonant=4, fg_size_mode="max", crop_scale="auto", hflip_prob="auto")
+    by_config = ForComp(cache, "val", size=48, config=cfg, seed=3)
+    by_keywords = ForComp(cache, "val", size=48, nonant=4, fg_size_mode="max", seed=3)
+    assert by_config.config == by_keywords.config
+    assert torch.equal(by_config[2][0], by_keywords[2][0])
+    assert ForComp(cache, "val", size=48, config=cfg, nonant=0).config.nonant == 0
+    assert ForComp(cache, "val", size=48, config=cfg, background="same").config.background == "same"
+    with pytest.raises(TypeError, match="crop_scle"):
+        ForComp(cache, "val", size=48, crop_scle=(0.5, 1.0))
+
+
+def test_auto_crop_and_flip_are_resolved_by_the_config():
+    from forcomp import RecombineConfig
+
+    auto = RecombineConfig(crop_scale="auto", hflip_prob="auto")
+    train, val = auto.resolved("train", (32, 32)), auto.resolved("val", (32, 32))
+    assert (train.crop_scale, train.hflip_prob, train.fused) == ((0.08, 1.0), 0.5, True)
+    assert (val.crop_scale, val.hflip_prob, val.fused) == (None, 0.0, False)
+    per_sample = auto.resolved("train", None)
+    assert (per_sample.crop_scale, per_sample.hflip_prob) == (None, 0.0)
+    with pytest.raises(ValueError, match="need size"):
+        RecombineConfig(hflip_prob=0.5).resolved("train", None)
+    with pytest.raises(ValueError, match="resolved"):
+        _ = auto.fused

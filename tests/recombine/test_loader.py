@@ -268,7 +268,19 @@ def test_foreground_shrunk_in_the_worker_gives_the_same_picture(train_cache):
         full = ds.load_parts(i)
         assert small["fg"].shape[1] <= full["fg"].shape[1]
         shrunk += small["fg"].shape[1] < full["fg"].shape[1]
-        a, ma = ds._recombine(collate_parts([small]))
-        b, mb = ds._recombine(collate_parts([full]))
+        a, ma = ds.recombine(collate_parts([small]))
+        b, mb = ds.recombine(collate_parts([full]))
         assert (a - b).abs().max() < 0.03 and (ma - mb).abs().max() < 0.05
     assert shrunk >= 3
+
+
+def test_loader_options_object_and_keywords_give_the_same_batches(cache):
+    from forcomp import LoaderOptions
+
+    ds = ForComp(cache, "val", size=32, seed=0, return_masks=True)
+    opts = LoaderOptions(shuffle=False, drop_last=True)
+    a = list(ds.loader(4, opts))
+    b = list(ds.loader(4, shuffle=False, drop_last=True))
+    assert len(a) == len(b) == len(ds) // 4
+    assert all(torch.equal(x, y) for p, q in zip(a, b, strict=True) for x, y in zip(p, q, strict=True))
+    assert ds.loader(4, opts, drop_last=False).options.drop_last is False

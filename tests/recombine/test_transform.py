@@ -14,10 +14,10 @@ from forcomp.recombine.dataset import collate_parts
 from forcomp.recombine.transform import Parts
 
 
-def _parts(cache, n=4, size=48, uniforms=True) -> Parts:
+def _parts(cache, n=4, size=48, draws=True) -> Parts:
     ds = ForComp(cache, "val", size=size, seed=0)
     parts = collate_parts([ds.load_parts(i) for i in range(n)])
-    return parts if uniforms else Parts(**{**parts.__dict__, "uniforms": None})
+    return parts if draws else Parts(**{**parts.__dict__, "draws": None, "params": None})
 
 
 def test_parts_pin_memory_pins_every_tensor(cache, monkeypatch):
@@ -26,11 +26,16 @@ def test_parts_pin_memory_pins_every_tensor(cache, monkeypatch):
     parts = _parts(cache)
     tensors = {f: getattr(parts, f) for f in parts.__dataclass_fields__}
     tensors = {f: t for f, t in tensors.items() if isinstance(t, torch.Tensor)}
-    assert {"fg", "fg_hw", "bg", "fg_ratio", "bg_ratio", "labels", "uniforms"} <= set(tensors)
+    assert {"fg", "fg_hw", "bg", "fg_ratio", "bg_ratio", "labels"} <= set(tensors)
+    draws = [t for t in parts.draws if t is not None]
+    assert len(draws) == 4  # size, x, y, sigma
+    nested = [*draws, *parts.params]
     if torch.cuda.is_available():
         pinned = pin_memory(parts)
         assert isinstance(pinned, Parts)
         assert all(getattr(pinned, f).is_pinned() for f in tensors)
+        assert all(t.is_pinned() for t in pinned.draws if t is not None)
+        assert all(t.is_pinned() for t in pinned.params)
         return
     pinned_ids = []
 
@@ -41,32 +46,34 @@ def test_parts_pin_memory_pins_every_tensor(cache, monkeypatch):
     monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
     out = pin_memory(parts)
     assert isinstance(out, Parts)
-    assert sorted(pinned_ids) == sorted(id(t) for t in tensors.values())
+    assert sorted(pinned_ids) == sorted(id(t) for t in [*tensors.values(), *nested])
     assert out.decode_failures == parts.decode_failures
     for f, t in tensors.items():
         assert torch.equal(getattr(out, f), t)
+    assert all(torch.equal(a, b) for a, b in zip(out.draws, parts.draws, strict=True) if a is not None)
+    assert all(torch.equal(a, b) for a, b in zip(out.params, parts.params, strict=True))
 
 
 def test_generator_draws_on_the_cpu_whatever_the_device(cache, monkeypatch):
-    """Without per-sample uniforms the transform's own generator draws: it is a CPU generator and
-    its uniforms are moved to the batch, so no generator reaches the device (or compiled code)."""
-    parts = _parts(cache, uniforms=False)
+    """Without per-sample draws the transform's own generator draws: it is a CPU generator and
+    its draws are moved to the batch, so no generator reaches the device (or compiled code)."""
+    parts = _parts(cache, draws=False)
     seen = {}
-    real = tr.sample_params
+    real = tr.plan
 
-    def spy(*a, generator=None, uniforms=None, **k):
-        seen["generator"], seen["uniforms"] = generator, uniforms
-        return real(*a, generator=generator, uniforms=uniforms, **k)
+    def spy(*a, **k):
+        seen["draws"] = a[6]
+        return real(*a, **k)
 
-    monkeypatch.setattr(tr, "sample_params", spy)
+    monkeypatch.setattr(tr, "plan", spy)
     rec = Recombine(seed=5)
     p1 = rec.make_params(parts)
-    assert seen["generator"] is None and seen["uniforms"].device.type == "cpu"
+    assert seen["draws"].size.device.type == "cpu"
     assert [g.device.type for g in rec._generators.values()] == ["cpu"]
     # meta tensors stand for an accelerator here: the draws still come from the CPU generator
     meta = Parts(**{k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in parts.__dict__.items()})
     pm = Recombine(seed=5).make_params(meta)
-    assert pm.x0.device.type == "meta" and seen["uniforms"].device.type == "meta"
+    assert pm.x0.device.type == "meta" and seen["draws"].size.device.type == "meta"
     assert torch.equal(Recombine(seed=5).make_params(parts).x0, p1.x0)
 
 
@@ -74,7 +81,7 @@ def test_generator_draws_on_the_cpu_whatever_the_device(cache, monkeypatch):
 def test_same_seed_same_geometry_on_cpu_and_cuda(cache):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
-    parts = _parts(cache, uniforms=False)
+    parts = _parts(cache, draws=False)
     cpu = Recombine(seed=7).make_params(parts)
     gpu = Recombine(seed=7).make_params(parts.to("cuda"))
     for a, b in zip(cpu, gpu, strict=True):
@@ -132,3 +139,14 @@ def test_cuda_recombine_compiled_by_default_matches_cpu(cache):
     gpu, _ = rec(parts.to("cuda"), type(params)(*(t.cuda() for t in params)))
     assert rec._compiled is not None and rec.compile is None
     assert (gpu.cpu() - cpu).abs().max() < 0.02
+
+
+def test_the_docstring_example_runs(cache):
+    """``Recombine``'s example is a working recipe (run as a doctest on a tiny cache)."""
+    import doctest
+
+    examples = doctest.DocTestFinder().find(Recombine, "Recombine", globs={"cache": cache})
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for ex in examples:
+        runner.run(ex)
+    assert runner.tries >= 5 and runner.failures == 0

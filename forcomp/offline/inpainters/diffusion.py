@@ -26,7 +26,6 @@ import numpy as np
 
 from forcomp.errors import ForcompError
 from forcomp.offline.registry import BackendSpec
-from forcomp.offline.segmenters.sam import resolve_device
 from forcomp.weights import find_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -226,6 +225,8 @@ def build_sd_inpainter(
     if dtype not in ("auto", "float16", "bfloat16", "float32"):
         raise ValueError(f"dtype must be auto, float16, bfloat16 or float32, got {dtype!r}")
     path = find_pipeline_dir(Path(weights_dir), pipeline)
+    from forcomp.models.devices import resolve_device  # imports torch: not at backend listing
+
     dev = resolve_device(device)
     torch_dtype = (
         (torch.float16 if dev.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)

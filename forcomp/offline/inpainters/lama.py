@@ -31,7 +31,6 @@ import numpy as np
 
 from forcomp.errors import ForcompError
 from forcomp.offline.registry import BackendSpec
-from forcomp.offline.segmenters.sam import resolve_device
 from forcomp.weights import find_weight
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +78,7 @@ def plain_jit_execution() -> Iterator[None]:
         torch._C._jit_set_profiling_executor(prev_profiling)
 
 
-def _ceil_to(x: int, mod: int) -> int:
+def ceil_to(x: int, mod: int) -> int:
     return -(-x // mod) * mod
 
 
@@ -144,8 +143,8 @@ class LamaInpainter:
         import torch
         import torch.nn.functional as F
 
-        H = _ceil_to(max(im.shape[0] for im in images), self.pad_mod)
-        W = _ceil_to(max(im.shape[1] for im in images), self.pad_mod)
+        H = ceil_to(max(im.shape[0] for im in images), self.pad_mod)
+        W = ceil_to(max(im.shape[1] for im in images), self.pad_mod)
         xs, ms = [], []
         for im, m in zip(images, masks, strict=True):
             h, w = im.shape[:2]
@@ -264,6 +263,8 @@ def build_lama_inpainter(
     if Path(checkpoint).name != checkpoint:
         raise ValueError(f"checkpoint must be a file name in the weights directory, got {checkpoint!r}")
     path = find_weight(Path(weights_dir), checkpoint, what="LaMa checkpoint", source=LAMA_SOURCE)
+    from forcomp.models.devices import resolve_device  # imports torch: not at backend listing
+
     dev = resolve_device(device)
     model = load_lama(path, dev, probe=probe)
     log.info("lama inpainter: %s on %s", path.name, dev)

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from forcomp.offline.masks import keep_main_object
 from forcomp.offline.registry import BackendSpec
 from forcomp.offline.segmenters.base import MaskCandidate
 
@@ -86,17 +87,6 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     cv2.floodFill(flood, ff, (0, 0), 1)
     holes = flood[1:-1, 1:-1] == 0
     return mask | holes
-
-
-def keep_main_object(mask: np.ndarray, *, keep_frac: float = 0.25) -> np.ndarray:
-    """Keep the largest connected component, plus components at least ``keep_frac`` of its size."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return mask.astype(bool)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    biggest = int(areas.max())
-    keep = np.flatnonzero(areas >= keep_frac * biggest) + 1
-    return np.isin(labels, keep)
 
 
 class ClassicalSegmenter:

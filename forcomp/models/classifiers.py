@@ -31,8 +31,6 @@ record it as ``fixed_size``.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -47,6 +45,7 @@ import torch
 from torch import nn
 
 from forcomp.errors import ForcompError, WeightsNotFoundError
+from forcomp.models.checkpoints import load_state_dict_into, read_checkpoint
 from forcomp.weights import ENV_VAR, resolve_weights_dir
 
 log = logging.getLogger(__name__)
@@ -305,117 +304,6 @@ def _checkpoint_path(wdir: Path, name: str, spec: str) -> Path:
     )
 
 
-# Where training scripts keep the model's weights, in the order tried when no key is given
-# (torchvision references: "model"; timm train.py: "state_dict"). EMA weights only on request.
-CHECKPOINT_KEYS: tuple[str, ...] = ("model", "state_dict")
-EMA_KEYS: tuple[str, ...] = ("model_ema", "state_dict_ema")
-
-# The only non-tensor class a weights_only load may build besides torch's own: the argparse
-# Namespace both torchvision's and timm's training scripts store under "args".
-SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, dict)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
-def _safe_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` that also accepts ``argparse.Namespace`` (nothing else)."""
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    ctx = allow(list(SAFE_GLOBALS)) if allow is not None else contextlib.nullcontext()
-    try:
-        with ctx:
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = str(e)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found:
-            why = f"it holds {found.group(1)}, which is not an allowed type"
-        else:
-            lines = [ln.strip() for ln in text.splitlines() if "WeightsUnpickler error" in ln]
-            why = lines[0] if lines else (text.strip().splitlines() or [type(e).__name__])[0]
-        raise ForcompError(
-            f"cannot read weights {path} safely ({why}). forcomp loads checkpoints with "
-            "torch.load(weights_only=True), which refuses objects other than tensors, plain containers "
-            "and (here) argparse.Namespace, because unpickling them can run code. If you trust the file, "
-            "save the model's state dict alone: torch.save(model.state_dict(), path)"
-            + (
-                ""
-                if allow is not None
-                else f" (allowing argparse.Namespace needs torch >= 2.5; {torch.__version__})"
-            )
-        ) from e
-
-
-def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a ``module.`` prefix (DDP; torchvision's EMA, an ``AveragedModel`` with an extra
-    ``n_averaged`` counter that is not a model weight)."""
-    keys = [k for k in sd if k != "n_averaged"]
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module.") :]: v for k, v in sd.items() if k != "n_averaged"}
-    return sd
-
-
-def read_checkpoint(
-    path: Path, checkpoint_key: str | None = None
-) -> tuple[dict[str, torch.Tensor], str | None]:
-    """The model state dict in a checkpoint file, and the key it was found under (``None``: the file is one).
-
-    Raises:
-        ForcompError: Unsafe or unreadable file; no state dict under the key; a training checkpoint
-            without a known key (the message lists the keys and names ``--checkpoint-key``).
-    """
-    if path.suffix == ".safetensors":
-        if checkpoint_key is not None:
-            raise ValueError(
-                f"checkpoint_key={checkpoint_key!r}: {path} is a safetensors file, which holds one state "
-                "dict and no keys; leave --checkpoint-key out"
-            )
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError(f"reading {path} needs safetensors: pip install safetensors") from e
-        return _strip_prefix(dict(load_file(str(path)))), None
-    obj = _safe_load(path)
-    if not isinstance(obj, dict):
-        raise ForcompError(f"{path} holds a {type(obj).__name__}, not a state dict (name → tensor)")
-    how = "pass --checkpoint-key KEY (checkpoint_key=KEY in Python) naming the entry that holds the weights"
-    if checkpoint_key is not None:
-        if checkpoint_key not in obj:
-            raise ForcompError(
-                f"{path} has no entry {checkpoint_key!r} (--checkpoint-key); its entries: {_keys(obj)}"
-            )
-        key: str | None = checkpoint_key
-        sd = obj[checkpoint_key]
-    elif _is_state_dict(obj):
-        key, sd = None, obj
-    else:
-        key = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), dict)), None)
-        if key is None:
-            ema = [k for k in EMA_KEYS if isinstance(obj.get(k), dict)]
-            hint = f" (EMA weights are under {ema[0]!r}: --checkpoint-key {ema[0]})" if ema else ""
-            raise ForcompError(
-                f"{path} is neither a state dict nor a training checkpoint with weights under "
-                f"{' or '.join(map(repr, CHECKPOINT_KEYS))}; its entries: {_keys(obj)}{hint}; {how}"
-            )
-        sd = obj[key]
-    if not _is_state_dict(sd):
-        where = f"entry {key!r} of {path}" if key is not None else str(path)
-        raise ForcompError(f"{where} does not hold a state dict (name → tensor); {how}")
-    if key is not None:
-        log.info("%s: using the weights under %r", path, key)
-    return _strip_prefix(sd), key
-
-
-def _keys(obj: dict[Any, Any]) -> str:
-    keys = [str(k) for k in obj]
-    return ", ".join(keys[:20]) + (" …" if len(keys) > 20 else "")
-
-
 def _head_classes(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
     """Number of classes in ``sd`` if its classifier head's shape differs from ``model``'s."""
     own = model.state_dict()
@@ -431,11 +319,7 @@ def _load_into(build: Any, sd: dict[str, torch.Tensor], path: Path, spec: str) -
     if n is not None:
         log.info("%s: checkpoint has %d classes; rebuilding the head", spec, n)
         model = build(n)
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as e:
-        raise ForcompError(f"weights {path} do not fit model {spec!r}: {str(e).splitlines()[0]}") from e
-    return model
+    return load_state_dict_into(model, sd, path=path, what=f"model {spec!r}")
 
 
 def _load_torchvision(name: str, wdir: Path, spec: str, checkpoint_key: str | None = None) -> LoadedModel:
@@ -530,16 +414,3 @@ def resolve_normalize(
             raise ValueError(f"normalize=(mean, std) needs 3 values each and std > 0; got {normalize!r}")
         return mean, std
     raise ValueError(f"normalize must be 'imagenet', 'auto', None/'none' or (mean, std); got {normalize!r}")
-
-
-def imagenet_class_indices(classes: list[str]) -> list[int] | None:
-    """Positions of WordNet ids in the standard ImageNet-1k output order, else ``None`` (some class is
-    not an ImageNet-1k wnid). Uses the packaged WordNet table."""
-    from forcomp.metrics.classnames import imagenet1k_index, is_wnid
-
-    if not classes or not all(is_wnid(c) for c in classes):
-        return None
-    order = imagenet1k_index()
-    if not all(c in order for c in classes):
-        return None
-    return [order[c] for c in classes]

@@ -11,17 +11,16 @@ import torch
 from torch import nn
 
 from forcomp.errors import ForcompError, WeightsNotFoundError
-from forcomp.metrics.models import (
+from forcomp.models.classifiers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelSpecError,
-    imagenet_class_indices,
     load_model,
     resolve_normalize,
     wrap_module,
 )
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1] / "metrics"  # biased_models.py: factories shared with the metrics tests
 
 
 def test_file_factory_spec() -> None:
@@ -115,18 +114,11 @@ def test_wrap_module_reads_pretrained_cfg() -> None:
     assert w.mean == (0.5, 0.5, 0.5) and w.input_size == 96
 
 
-def test_imagenet_class_indices() -> None:
-    pytest.importorskip("timm")
-    assert imagenet_class_indices(["n01440764", "n01443537"]) == [0, 1]
-    assert imagenet_class_indices(["n00000001"]) is None
-    assert imagenet_class_indices(["cat"]) is None
-
-
 def test_model_states_its_own_input_size_and_fixed_sizes_are_enforced() -> None:
     timm = pytest.importorskip("timm")
     from torchvision.models import VisionTransformer
 
-    from forcomp.metrics.models import InputSizeError
+    from forcomp.models.classifiers import InputSizeError
 
     fixed = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, embed_dim=16, num_heads=1
@@ -220,7 +212,7 @@ def test_torchvision_reference_checkpoint_loads_with_weights_only(tmp_path: Path
         "model_ema": ema.state_dict(),  # keys "module.*" plus "n_averaged"
     }
     torch.save(checkpoint, tmp_path / "squeezenet1_1.pth")
-    with caplog.at_level(logging.INFO, logger="forcomp.metrics.models"):
+    with caplog.at_level(logging.INFO, logger="forcomp.models"):
         loaded = load_model("squeezenet1_1", weights_dir=tmp_path)
     assert loaded.checkpoint_key == "model" and loaded.identity()["checkpoint_key"] == "model"
     assert "using the weights under 'model'" in caplog.text
@@ -300,7 +292,7 @@ def test_poisoned_checkpoint_runs_nothing(tmp_path: Path, where: str) -> None:
     else:
         args.resume = _Poison(marker)  # a Namespace is allowed; what it holds is not
     torch.save(checkpoint, tmp_path / "squeezenet1_1.pth")
-    with pytest.raises(ForcompError, match=r"cannot read weights .* safely.*weights_only") as e:
+    with pytest.raises(ForcompError, match=r"cannot load weights .* safely.*weights_only") as e:
         load_model("squeezenet1_1", weights_dir=tmp_path)
     assert "exec" in str(e.value)  # names what was refused
     assert not marker.exists()

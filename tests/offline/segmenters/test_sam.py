@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_models import LAMA_FILE, SAM_FILE, blob_folder, make_sam, weights_with  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parents[1]))  # _tiny_models
+from _tiny_models import LAMA_FILE, SAM_FILE, make_sam, weights_with  # noqa: E402
+from scenes import blob_folder, noise_images  # noqa: E402
 
 from forcomp.errors import ForcompError, WeightsNotFoundError  # noqa: E402
+from forcomp.offline.masks import clean_mask  # noqa: E402
 from forcomp.offline.segmenters import SEGMENTERS  # noqa: E402
-from forcomp.offline.segmenters.sam import (  # noqa: E402
-    SamSegmenter,
-    build_sam_segmenter,
-    clean_mask,
-    infer_sam_config,
-)
+from forcomp.offline.segmenters.sam import SamSegmenter, build_sam_segmenter  # noqa: E402
+from forcomp.offline.segmenters.sam_checkpoint import infer_sam_config, load_sam  # noqa: E402
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -28,11 +26,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 def _skip_without(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-
-
-def _images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((48, 64), (64, 40), (37, 53))]
 
 
 @pytest.fixture
@@ -85,7 +78,7 @@ def test_segment_batch(sam_weights, device):
     assert seg.device.type == torch.device(device).type
     calls: list[tuple[int, ...]] = []
     seg.predictor.model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
-    imgs = _images()
+    imgs = noise_images()
     out = seg.segment(imgs, ["n01440764"] * 3)
     # the image encoder saw the images in batches of encoder_batch_size, at SAM's 1024 input
     assert calls == [(2, 3, 1024, 1024), (1, 3, 1024, 1024)]
@@ -211,7 +204,7 @@ def global_sam(tmp_path) -> Path:
 
 
 def test_encoder_batch_follows_free_memory(global_sam, monkeypatch):
-    from forcomp.offline.segmenters import sam as sam_mod
+    from forcomp.offline.segmenters import sam_predictor as sam_mod
 
     with torch.device("meta"):
         from segment_anything import sam_model_registry
@@ -220,7 +213,7 @@ def test_encoder_batch_follows_free_memory(global_sam, monkeypatch):
     # a global block's attention maps dominate: 3 maps of heads x 4096 x 4096 per image
     assert sam_mod.encoder_bytes_per_image(vit_h, dtype_bytes=2) >= 3 * 16 * 4096**2 * 2
     assert sam_mod.encoder_bytes_per_image(vit_h, dtype_bytes=4) > 3 * 2**30
-    enc = sam_mod.load_sam(global_sam).image_encoder
+    enc = load_sam(global_sam).image_encoder
     per_image = sam_mod.encoder_bytes_per_image(enc, dtype_bytes=4)
     assert per_image >= 3 * 2 * 4096**2 * 4, "the tiny model's global block is counted"
     queried: list[torch.device] = []
@@ -239,7 +232,7 @@ def test_encoder_batch_follows_free_memory(global_sam, monkeypatch):
     seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu")
     calls: list[int] = []
     seg.predictor.model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    seg.predictor.embed(_images() + _images()[:1])
+    seg.predictor.embed(noise_images() + noise_images()[:1])
     assert calls == [3, 1]
     assert queried and all(d.type == "cpu" for d in queried)
     # an explicit batch is kept; no query then
@@ -252,7 +245,7 @@ def test_encoder_batch_follows_free_memory(global_sam, monkeypatch):
 
 
 def test_out_of_memory_batch_is_split_and_retried(global_sam, monkeypatch):
-    imgs = _images()  # 3 images
+    imgs = noise_images()  # 3 images
     ref = build_sam_segmenter(weights_dir=global_sam.parent, device="cpu", encoder_batch_size=1)
     want_emb = ref.predictor.embed(imgs)
     want = ref.segment(imgs, ["x"] * 3)
@@ -313,21 +306,21 @@ def test_out_of_memory_batch_is_split_and_retried(global_sam, monkeypatch):
 def test_encoder_batch_from_cuda_free_memory(global_sam):
     """On CUDA the batch follows ``torch.cuda.mem_get_info``; the encoder then runs at that batch."""
     _skip_without("cuda")
-    from forcomp.offline.segmenters import sam as sam_mod
+    from forcomp.offline.segmenters import sam_predictor as sam_mod
 
     seg = build_sam_segmenter(weights_dir=global_sam.parent, device="cuda")
     free, _ = torch.cuda.mem_get_info()
     per_image = sam_mod.encoder_bytes_per_image(seg.predictor.model.image_encoder, dtype_bytes=2)
     expected = max(1, min(16, int(free * 0.6) // per_image))
     assert abs(seg.predictor.encoder_batch_size - expected) <= 1  # free memory moves a little
-    emb = seg.predictor.embed(_images())
+    emb = seg.predictor.embed(noise_images())
     assert emb.shape == (3, 256, 64, 64) and emb.device.type == "cuda"
 
 
 def test_free_memory_query_on_cpu():
     import os
 
-    from forcomp.offline.segmenters.sam import free_memory_bytes
+    from forcomp.offline.segmenters.sam_predictor import free_memory_bytes
 
     free = free_memory_bytes(torch.device("cpu"))
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -1,6 +1,6 @@
-"""``forcomp.metrics.scores`` against independent references: every headline formula with distinct
-per-condition numbers, batched over bootstrap resamples, and the bootstrap against a one-shot
-re-implementation (the tests mutmut showed missing; see docs/mutation.md)."""
+"""``forcomp.metrics.scores``: every headline formula of the bias metrics, on hand-made accuracies and against
+written-out references with distinct per-condition numbers, batched over bootstrap resamples; the paired
+bootstrap and the mean bootstrap against one-shot re-implementations."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from fake_results import fake_results, random_hits
 
+from forcomp.metrics.grids import EvaluationGrid
 from forcomp.metrics.scores import (
     HEADLINES,
     background_robustness,
     background_robustness_orig,
+    bg_gap,
     bootstrap_mean,
     center_bias,
     corner_bias,
@@ -23,8 +26,62 @@ from forcomp.metrics.scores import (
     size_bias_large,
 )
 
-FACTORS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)  # the ladder of METRICS.md
-CORNERS, EDGES, CENTER = (0, 2, 6, 8), (1, 3, 5, 7), 4  # 3x3 row-major, as METRICS.md numbers the cells
+FACTORS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)  # the size ladder of the bias metrics
+
+
+CORNERS, EDGES, CENTER = (0, 2, 6, 8), (1, 3, 5, 7), 4  # 3x3 row-major, as the report numbers the cells
+
+
+def t(v: float) -> torch.Tensor:
+    return torch.tensor(v)
+
+
+def test_formulas() -> None:
+    acc = {c.name: t(0.8) for c in EvaluationGrid.default()}
+    acc.update({"bg=same": t(0.8), "bg=all": t(0.6)})
+    assert background_robustness(acc).item() == pytest.approx(0.75)
+    assert bg_gap(acc).item() == pytest.approx(20.0)
+    acc.update({f"nonant={k}": t(0.4) for k in range(9)})
+    acc["nonant=4"] = t(0.8)
+    assert center_bias(acc).item() == pytest.approx(0.5)
+    acc.update(
+        {"size=0.1": t(0.0), "size=0.2": t(0.2), "size=0.3": t(0.4), "size=0.5": t(0.6), "size=0.7": t(0.8)}
+    )
+    acc.update({"size=1": t(1.0), "size=1.5": t(1.0), "size=2": t(0.9)})
+    assert size_bias(acc).item() == pytest.approx(1 - 0.4)
+    assert size_bias_large(acc).item() == pytest.approx(1 - 0.95)
+    acc["size=1"] = t(0.0)
+    assert math.isnan(size_bias(acc).item())  # undefined, not inf
+
+
+def test_paired_bootstrap_contains_score_and_is_deterministic() -> None:
+    correct = fake_results()
+    acc = {k: v.float().mean() for k, v in correct.items()}
+    ci1 = paired_bootstrap(correct, HEADLINES, resamples=500, generator=torch.Generator().manual_seed(0))
+    ci2 = paired_bootstrap(correct, HEADLINES, resamples=500, generator=torch.Generator().manual_seed(0))
+    assert ci1 == ci2
+    for name, f in HEADLINES.items():
+        lo, hi = ci1[name]
+        assert lo <= float(f(acc)) <= hi, name
+        assert hi > lo
+
+
+def test_paired_bootstrap_pairs_conditions() -> None:
+    # Two identical conditions: their ratio is exactly 1 in every resample (pairing), so the CI is [1, 1].
+    c = random_hits(100, 0.7, torch.Generator().manual_seed(3))
+    ci = paired_bootstrap(
+        {"a": c, "b": c.clone()},
+        {"r": lambda a: a["a"] / a["b"]},
+        resamples=200,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert ci["r"] == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_bootstrap_mean_ignores_nan() -> None:
+    v = torch.tensor([1.0, 2.0, float("nan"), 3.0])
+    lo, hi = bootstrap_mean(v, resamples=300, generator=torch.Generator().manual_seed(0))
+    assert 1.0 <= lo <= 2.0 <= hi <= 3.0
 
 
 def _size_name(f: float) -> str:
@@ -40,7 +97,7 @@ def _accuracies(values: np.ndarray) -> dict[str, torch.Tensor]:
 
 
 def _reference(v: np.ndarray) -> dict[str, float]:
-    """METRICS.md's formulas written out on plain floats (row layout of :func:`_accuracies`)."""
+    """The headline formulas written out on plain floats (row layout of :func:`_accuracies`)."""
     orig, same, all_, cells, sizes = v[0], v[1], v[2], v[3:12], dict(zip(FACTORS, v[12:], strict=True))
     outer = [cells[k] for k in range(9) if k != CENTER]
     return {

@@ -10,25 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # _tiny_models
 from _tiny_models import SD_DIR, weights_with  # noqa: E402
+from scenes import noise_with_holes  # noqa: E402
 
 from forcomp.errors import ForcompError, WeightsNotFoundError  # noqa: E402
 from forcomp.offline.inpainters import INPAINTERS  # noqa: E402
 from forcomp.offline.inpainters.diffusion import DiffusionInpainter, build_sd_inpainter  # noqa: E402
 
+SIZES = ((48, 64), (64, 40), (48, 64))
+MIDDLE = ((1, 4), (3, 4))  # the hole: the middle half of each side
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-
-
-def _batch(sizes=((48, 64), (64, 40), (48, 64))):
-    rng = np.random.default_rng(0)
-    imgs, masks = [], []
-    for h, w in sizes:
-        imgs.append(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        m = np.zeros((h, w), bool)
-        m[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
-        masks.append(m)
-    return imgs, masks
 
 
 @pytest.fixture
@@ -47,7 +39,7 @@ def test_pipeline_fills_the_hole(sd_weights, device):
     assert inp.work_px == 32  # the tiny UNet's sample_size 16 × VAE scale 2
     calls: list[int] = []
     inp.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    imgs, masks = _batch()
+    imgs, masks = noise_with_holes(SIZES, rows=MIDDLE, cols=MIDDLE)
     out = inp.inpaint(imgs, masks)
     # landscape 48×64 images share a working size (24×32) and one batch; the portrait runs alone.
     # Per step the UNet sees 2×batch latents (classifier-free guidance).
@@ -60,7 +52,7 @@ def test_pipeline_fills_the_hole(sd_weights, device):
 
 def test_deterministic_whatever_the_batch(sd_weights):
     inp = build_sd_inpainter(weights_dir=sd_weights, device="cpu", steps=2)
-    imgs, masks = _batch()
+    imgs, masks = noise_with_holes(SIZES, rows=MIDDLE, cols=MIDDLE)
     a = inp.inpaint(imgs, masks)
     b = inp.inpaint(imgs[::-1], masks[::-1])[::-1]
     c = inp.inpaint(imgs[:1], masks[:1])

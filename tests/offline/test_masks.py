@@ -1,10 +1,15 @@
-"""Hole mask and feathered blend against independent references (issue 17: not our two kernels compared).
+"""Mask operations shared by the backends: candidate clean-up, the hole to fill, the blend back.
 
 The hole is the object grown by a disc of radius ``dilate_px`` scaled to the image's long side
 (500 px reference); the blend weight is the object grown by half that radius, blurred by a Gaussian
-of ``feather_px`` (scaled, at most a quarter of the radius), and never below 1 on the object. The
-reference Gaussian here is written out in numpy (cv2's kernel size rule for float images, reflect-101
-borders), not taken from cv2.
+of ``feather_px`` (scaled, at most a quarter of the radius), and never below 1 on the object. Both
+are checked against independent references: the reference Gaussian here is written out in numpy
+(cv2's kernel size rule for float images, reflect-101 borders), not taken from cv2.
+
+Every hole pixel stays a hole when a backend fills at a reduced size: a lone object pixel lost in
+the downscaled mask is offered to the inpainter as known context next to its own hole, so the
+object's colour is copied into the "object-free" background. The OpenCV default, LaMa, the
+diffusion pipeline and the scorer's cheap fill all downscale the mask.
 """
 
 from __future__ import annotations
@@ -12,7 +17,53 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forcomp.offline.masks import REFERENCE_SIDE_PX, _scaled, feathered_blend, hole_mask
+from forcomp.offline.inpainters.opencv import OpenCVInpainter
+from forcomp.offline.masks import (
+    REFERENCE_SIDE_PX,
+    clean_mask,
+    dedupe,
+    feathered_blend,
+    hole_mask,
+    keep_main_object,
+    mask_iou,
+    resize_hole,
+    scaled_px,
+)
+from forcomp.offline.segmenters.base import MaskCandidate
+
+POSITIONS = [(0, 0), (1, 0), (0, 1), (3, 5), (37, 22), (63, 47), (62, 46), (17, 40)]
+
+
+@pytest.mark.parametrize("size", [(16, 12), (20, 15), (7, 5), (33, 25), (128, 96)])
+def test_every_hole_pixel_lands_in_a_hole_cell(size: tuple[int, int]) -> None:
+    H, W = 48, 64
+    w, h = size
+    assert not resize_hole(np.zeros((H, W), bool), size).any()
+    for x, y in POSITIONS:
+        m = np.zeros((H, W), bool)
+        m[y, x] = True
+        small = resize_hole(m, size)
+        assert small.shape == (h, w)
+        # the cell(s) covering the pixel's area: [x, x+1) maps to [x*w/W, (x+1)*w/W)
+        cx, cy = int(x * w / W), int(y * h / H)
+        assert small[cy, cx], (x, y, size)
+        # and the hole does not spread beyond the cells that touch the pixel
+        assert small.sum() <= 4 * max(1, round(w / W + 1)) * max(1, round(h / H + 1))
+
+
+@pytest.mark.parametrize("flag", ["telea", "ns"])
+def test_opencv_fill_at_work_size_does_not_copy_a_thin_object(flag: str) -> None:
+    """A 1 px wide object (a stick, an antenna) covers a quarter of each 4x4 cell at work size: the
+    old uint8 area resize rounded that to "known", and the fill kept a quarter of the object's red."""
+    grey = np.full((48, 64, 3), 120, np.uint8)
+    inp = OpenCVInpainter(method=flag, work_px=16)
+    for x in (0, 1, 2, 3, 17, 30, 62, 63):
+        img = grey.copy()
+        img[:, x] = (255, 0, 0)
+        mask = np.zeros((48, 64), bool)
+        mask[:, x] = True
+        out = inp.inpaint([img], [mask])[0]
+        assert np.abs(out[:, x, 0].astype(int) - 120).max() <= 12, (x, out[:, x, 0].max())
 
 
 def _dot(h: int, w: int, y: int, x: int) -> np.ndarray:
@@ -28,10 +79,10 @@ def _disc_extent(m: np.ndarray) -> tuple[int, int, int]:
 
 def test_scaled_to_the_long_side():
     assert REFERENCE_SIDE_PX == 500
-    assert _scaled(8, (500, 375)) == 8 and _scaled(8, (375, 500, 3)) == 8
-    assert _scaled(8, (1000, 10)) == 16 and _scaled(8, (10, 250)) == 4
-    assert _scaled(3, (250, 100)) == 2  # 1.5 rounds to even
-    assert _scaled(3, (50, 50)) == 0 and _scaled(-4, (500, 500)) == 0
+    assert scaled_px(8, (500, 375)) == 8 and scaled_px(8, (375, 500, 3)) == 8
+    assert scaled_px(8, (1000, 10)) == 16 and scaled_px(8, (10, 250)) == 4
+    assert scaled_px(3, (250, 100)) == 2  # 1.5 rounds to even
+    assert scaled_px(3, (50, 50)) == 0 and scaled_px(-4, (500, 500)) == 0
 
 
 @pytest.mark.parametrize(
@@ -136,7 +187,7 @@ def test_hard_edge_when_sigma_is_tiny(shape, dilate_px, feather_px):
     """sigma <= 0.3 (no feather, or r < 2): the weight is the grown core itself, 0 or 1."""
     orig, filled, m = _scene(*shape, seed=1)
     out = feathered_blend(orig, filled, m, dilate_px=dilate_px, feather_px=feather_px)
-    r = max(1, _scaled(dilate_px, shape))
+    r = max(1, scaled_px(dilate_px, shape))
     core = _disc(m, r // 2)
     assert np.array_equal(out[core], filled[core]) and np.array_equal(out[~core], orig[~core])
 
@@ -158,3 +209,51 @@ def test_no_dilation_replaces_the_object_only():
     orig, filled, m = _scene(60, 80, seed=2)
     out = feathered_blend(orig, filled, m, dilate_px=0, feather_px=10)
     assert np.array_equal(out[m], filled[m]) and np.array_equal(out[~m], orig[~m])
+
+
+# ----------------------------------------------------------------------------- candidate clean-up
+
+
+def _blocks(*boxes: tuple[int, int, int, int], shape=(40, 40)) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    for y0, y1, x0, x1 in boxes:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_keep_main_object_keeps_parts_of_at_least_keep_frac_of_the_largest():
+    big, part = (0, 10, 0, 10), (20, 25, 20, 25)  # 100 and 25 pixels, not touching
+    m = _blocks(big, part)
+    assert np.array_equal(keep_main_object(m, keep_frac=0.25), m), "25 >= 0.25 * 100 is kept"
+    assert np.array_equal(keep_main_object(m, keep_frac=0.26), _blocks(big))
+    assert np.array_equal(keep_main_object(_blocks(big, (30, 31, 30, 31))), _blocks(big)), "default 0.25"
+    diagonal = _blocks((0, 5, 0, 5), (5, 6, 5, 6))  # touching at a corner: one object (8-connected)
+    assert np.array_equal(keep_main_object(diagonal, keep_frac=1.0), diagonal)
+    empty = np.zeros((8, 8), np.uint8)
+    out = keep_main_object(empty)
+    assert out.dtype == bool and not out.any()
+
+
+def test_clean_mask_fills_small_holes_and_drops_specks():
+    pytest.importorskip("segment_anything")
+    m = _blocks((5, 30, 5, 30))
+    m[10, 10] = False  # a 1-pixel hole
+    m[36, 36] = True  # a 1-pixel speck
+    out = clean_mask(m, min_region_ratio=0.001)  # 1.6 px: both go
+    assert out.dtype == bool and np.array_equal(out, _blocks((5, 30, 5, 30)))
+    kept = clean_mask(m, min_region_ratio=0.0)  # below one pixel: no region removal, main object kept
+    assert not kept[10, 10] and not kept[36, 36]
+    assert not clean_mask(np.zeros((20, 20), bool)).any()
+
+
+def test_mask_iou_and_dedupe():
+    a, b = _blocks((0, 10, 0, 10)), _blocks((0, 10, 5, 15))
+    assert mask_iou(a, b) == pytest.approx(50 / 150) and mask_iou(a, a) == 1.0
+    assert mask_iou(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 0.0
+    low, high, other = (
+        MaskCandidate(a, 0.2),
+        MaskCandidate(b, 0.9),
+        MaskCandidate(_blocks((20, 30, 20, 30)), 0.5),
+    )
+    assert dedupe([low, other, high], iou=0.3) == [high, other], "best first; a overlaps b by 1/3 > 0.3"
+    assert dedupe([low, other, high], iou=50 / 150) == [high, other, low], "an overlap equal to iou is kept"
