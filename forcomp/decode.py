@@ -6,7 +6,7 @@ A decompression bomb is refused from its header, before any pixel is decoded.
 
 from __future__ import annotations
 
-import os
+import io
 import warnings
 from pathlib import Path
 
@@ -14,6 +14,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from forcomp.errors import ImageDecodeError
+from forcomp.safe_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    UnsafeFileError,
+    describe_os_error,
+    max_file_bytes,
+    read_regular_file,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 MIN_SIDE_PX = 8
@@ -44,7 +51,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485) -> np.ndarray:
+def load_rgb(path: Path, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Return the image at ``path`` as ``(H, W, 3)`` uint8 RGB, EXIF orientation applied.
 
     Raises:
@@ -53,17 +60,19 @@ def load_rgb(path: Path, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_4
     """
     path = Path(path)
     try:
-        size = os.path.getsize(path)
+        data = read_regular_file(path, max_bytes=max_file_bytes(max_pixels))
+    except UnsafeFileError as e:
+        raise ImageDecodeError(str(e)) from e
     except OSError as e:
-        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if size == 0:
+        raise ImageDecodeError(f"{path}: {describe_os_error(e)}") from e
+    if not data:
         raise ImageDecodeError(f"{path}: empty file (0 bytes)")
     # Our own limit replaces Pillow's global one for this call (it may be raised or lowered by the
     # user); the size is checked from the header, before any pixel is decoded.
     pil_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        with open(path, "rb") as f, Image.open(f) as img:
+        with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageDecodeError(

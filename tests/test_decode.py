@@ -128,20 +128,28 @@ def test_unreadable_permissions(tmp_path):
 
 def test_permission_error_names_file(tmp_path, monkeypatch):
     """Root can read anything, so simulate the OS refusing the open (as for an unreadable file)."""
-    import builtins
-
     p = tmp_path / "secret.png"
     Image.fromarray(_rgb()).save(p)
-    real_open = builtins.open
+    real_open = os.open
 
     def deny(file, *a, **kw):
         if str(file) == str(p):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *a, **kw)
 
-    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(ImageDecodeError, match=r"secret.png: permission denied"):
         load_rgb(p)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    """A FIFO in a source folder would block an open() forever; a device never ends."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageDecodeError, match=r"pipe.jpg: not a regular file: a FIFO"):
+        load_rgb(fifo)
+    with pytest.raises(ImageDecodeError, match=r"not a regular file: a character device"):
+        load_rgb(Path("/dev/zero"))
 
 
 def test_is_image_file():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -24,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from forcomp.cache.layout import CacheLayout
+from forcomp.cache.layout import BG_EXT, CacheLayout, safe_component
+from forcomp.cache.problems import Problem
+from forcomp.errors import UnsafePathError
+from forcomp.safe_files import check_entry, describe_os_error, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +66,47 @@ class IndexRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IndexRecord:
-        d = dict(d)
-        for k in ("source_size", "bbox"):
-            if d.get(k) is not None:
-                d[k] = tuple(int(v) for v in d[k])
+        """A validated record; ``ValueError`` naming the field when a value has the wrong type or form."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON {type(d).__name__}, expected an object")
+        for name in ("key", "cls", "stem", "source", "status"):
+            if not isinstance(d.get(name), str):
+                raise ValueError(f"{name!r} must be a string, got {d.get(name)!r}")
+        safe_component(d["cls"], what="class name")
+        safe_component(d["stem"], what="stem")
+        if d["key"] != f"{d['cls']}/{d['stem']}{BG_EXT}":
+            raise ValueError(f"key {d['key']!r} does not match cls/stem ({d['cls']!r}, {d['stem']!r})")
+        if d["status"] not in ("ok", "no_object", "error"):
+            raise ValueError(f"status {d['status']!r} is not one of ok, no_object, error")
+        label = d.get("label")
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise ValueError(f"label must be an int >= 0, got {label!r}")
+        out = dict(d)
+        for name, n in (("source_size", 2), ("bbox", 4)):
+            v = d.get(name)
+            if v is None:
+                continue
+            if not isinstance(v, list) or len(v) != n or not all(_is_int(x) for x in v):
+                raise ValueError(f"{name} must be a list of {n} ints, got {v!r}")
+            out[name] = tuple(int(x) for x in v)
+        for name in ("ratio", "score", "time"):
+            v = d.get(name)
+            if v is not None and not (_is_number(v) and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in ("segmenter", "segmenter_weights", "inpainter", "inpainter_weights", "message"):
+            v = d.get(name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {v!r}")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in out.items() if k in known})
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _better(new: IndexRecord, old: IndexRecord) -> bool:
@@ -76,33 +115,82 @@ def _better(new: IndexRecord, old: IndexRecord) -> bool:
     return new.time >= old.time
 
 
-def iter_records(layout: CacheLayout) -> Iterator[tuple[Path, int, IndexRecord]]:
-    """Every parseable record of every index file, with its file and line number."""
+def scan_index(layout: CacheLayout) -> tuple[list[tuple[Path, int, IndexRecord]], list[Problem]]:
+    """Every valid record of every index file (with its file and line), and the lines refused.
+
+    A line that is not JSON or not a valid record is a problem naming ``file:line``, except the
+    last line of a file that has no newline: a writer killed mid-line leaves exactly that, and the
+    item is redone by the next build.
+    """
+    records: list[tuple[Path, int, IndexRecord]] = []
+    problems: list[Problem] = []
     if not layout.index_dir.is_dir():
-        return
+        return records, problems
     for path in sorted(layout.index_dir.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = IndexRecord.from_dict(json.loads(line))
-                except (ValueError, TypeError) as e:
-                    # A writer killed mid-line leaves one broken last line; that is expected.
-                    log.debug("skipping unreadable index line %s:%d (%s)", path, lineno, e)
-                    continue
-                yield path, lineno, rec
+        why = check_entry(path, layout.root)
+        if why is not None:
+            problems.append(Problem(str(path), why))
+            continue
+        try:
+            text = read_regular_file(path, max_bytes=1 << 34).decode("utf-8", "replace")
+        except OSError as e:
+            problems.append(Problem(str(path), f"cannot read ({describe_os_error(e)})"))
+            continue
+        lines = text.split("\n")
+        torn_tail = not text.endswith("\n")
+        for lineno, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = IndexRecord.from_dict(json.loads(line))
+            except (ValueError, TypeError, UnsafePathError) as e:
+                if torn_tail and lineno == len(lines):
+                    log.debug("ignoring the torn last line %s:%d (a writer was killed)", path, lineno)
+                else:
+                    problems.append(Problem(f"{path}:{lineno}", f"index line refused ({e})"))
+                continue
+            records.append((path, lineno, rec))
+    return records, problems
 
 
-def read_index(layout: CacheLayout) -> dict[str, IndexRecord]:
-    """Merge all index files of a split into ``{key: record}`` (see module docstring for precedence)."""
+def iter_records(layout: CacheLayout) -> Iterator[tuple[Path, int, IndexRecord]]:
+    """Every valid record of every index file, with its file and line number (refused lines are
+    logged as warnings; :func:`scan_index` returns them)."""
+    records, problems = scan_index(layout)
+    for p in problems:
+        log.warning("%s", p)
+    yield from records
+
+
+def merge_records(records: Iterable[tuple[Path, int, IndexRecord]]) -> dict[str, IndexRecord]:
+    """``{key: record}``, the newest record of each key winning (see the module docstring)."""
     merged: dict[str, IndexRecord] = {}
-    for _, _, rec in iter_records(layout):
+    for _, _, rec in records:
         old = merged.get(rec.key)
         if old is None or _better(rec, old):
             merged[rec.key] = rec
     return merged
+
+
+def read_index(layout: CacheLayout) -> dict[str, IndexRecord]:
+    """Merge all index files of a split into ``{key: record}`` (see module docstring for precedence)."""
+    return merge_records(iter_records(layout))
+
+
+def recorded_sources(layout: CacheLayout) -> list[str]:
+    """The source folders the builds of this split read, from their provenance files (newest first)."""
+    found: list[tuple[float, str]] = []
+    if layout.index_dir.is_dir():
+        for p in layout.index_dir.glob("build-*.json"):
+            try:
+                prov = json.loads(read_regular_file(p, max_bytes=1 << 24).decode("utf-8"))
+                when, src = float(prov.get("finished") or prov.get("started") or 0.0), prov.get("source")
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            if isinstance(src, str) and src:
+                found.append((when, src))
+    return [s for _, s in sorted(found, reverse=True)]
 
 
 class IndexWriter:
@@ -121,7 +209,12 @@ class IndexWriter:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, data)
+        done = 0
+        while done < len(data):  # a short write (disk full, file-size limit) is an error
+            n = os.write(self._fd, data[done:] if done else data)
+            if n <= 0:
+                raise OSError(f"{self.path}: short write ({len(data) - done} bytes not written)")
+            done += n
         os.fsync(self._fd)
 
     def close(self) -> None:

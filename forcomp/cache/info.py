@@ -10,7 +10,9 @@ from typing import Any
 
 from forcomp.cache.index import read_index
 from forcomp.cache.layout import CacheLayout
+from forcomp.cache.reader import CacheReader
 from forcomp.cache.verify import splits_present
+from forcomp.errors import CacheFormatError
 
 
 def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
@@ -20,10 +22,24 @@ def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
     for split in splits_present(cache):
         layout = CacheLayout(cache, split)
         index = read_index(layout)
-        status = Counter(r.status for r in index.values())
+        try:
+            reader: CacheReader | None = CacheReader(cache, split)
+        except CacheFormatError as e:
+            reader, unreadable = None, str(e)
+        else:
+            unreadable = None
         per_class: dict[str, Counter[str]] = {}
-        for r in index.values():
-            per_class.setdefault(r.cls, Counter())[r.status] += 1
+        if index:
+            status = Counter(r.status for r in index.values())
+            for r in index.values():
+                per_class.setdefault(r.cls, Counter())[r.status] += 1
+        else:  # a ForNet release (folders or zips): the files are all there is to count
+            status = Counter({"ok": len(reader.fg)} if reader is not None else {})
+            if reader is not None:
+                for c in reader.classes:
+                    per_class[c] = Counter()
+                for label in reader.fg.labels.tolist():
+                    per_class[reader.classes[label]]["ok"] += 1
         builds = []
         if layout.index_dir.is_dir():
             for p in sorted(layout.index_dir.glob("build-*.json")):
@@ -32,7 +48,12 @@ def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
                 except ValueError:
                     continue
         out["splits"][split] = {
-            "items": len(index),
+            "form": reader.mode if reader is not None else None,
+            "foregrounds": len(reader.fg) if reader is not None else 0,
+            "backgrounds": len(reader.bg) if reader is not None else 0,
+            "problems": [str(p) for p in reader.problems] if reader is not None else [],
+            "unreadable": unreadable,
+            "items": len(index) if index else sum(status.values()),
             "status": dict(status),
             "classes": {c: dict(v) for c, v in sorted(per_class.items())},
             "failures": [
@@ -66,11 +87,17 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append("  no splits found")
     for split, s in info["splits"].items():
         st = s["status"]
+        if s["unreadable"]:
+            lines.append(f"[{split}] cannot be read: {s['unreadable']}")
+        form = {"zip": "a release in zips", "folder": "folders"}.get(s["form"] or "", "?")
         lines.append(
             f"[{split}] {s['items']} items: ok {st.get('ok', 0)}, no object {st.get('no_object', 0)}, "
             f"errors {st.get('error', 0)}; "
-            f"{len(s['classes'])} classes"
+            f"{len(s['classes'])} classes; {s['foregrounds']} foregrounds, {s['backgrounds']} backgrounds "
+            f"({form})"
         )
+        if s["problems"]:
+            lines.append(f"  {len(s['problems'])} file(s) left out (run forcomp verify for the list)")
         for cls, c in s["classes"].items():
             lines.append(f"  {cls}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
         for p in s["produced_by"]:

@@ -11,12 +11,14 @@ Layout per split (ForNet-compatible, readable by the ForAug authors' ``ForNet`` 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from forcomp.errors import UnsafePathError
 
 SPLITS = ("train", "val")
+UNSAFE_CHAR = re.compile(r"[\x00-\x1f/\\]")  # separators, NUL and control characters
 FG_EXT = ".WEBP"
 BG_EXT = ".JPEG"
 
@@ -29,8 +31,7 @@ def safe_component(name: str, *, what: str = "name") -> str:
     """
     if not isinstance(name, str) or not name:
         raise UnsafePathError(f"empty {what}: {name!r}")
-    bad = {"/", "\\", "\x00"}
-    if name in {".", ".."} or any(c in bad for c in name) or any(ord(c) < 32 for c in name):
+    if name in (".", "..") or UNSAFE_CHAR.search(name):
         raise UnsafePathError(f"unsafe {what} {name!r}: it must be a single path component")
     if os.path.isabs(name) or (len(name) >= 2 and name[1] == ":"):
         raise UnsafePathError(f"unsafe {what} {name!r}: absolute paths are not allowed")

@@ -1,64 +1,134 @@
-"""Read one split of a cache: forcomp caches and ForNet releases (folders, or the published zips).
+"""Read one split of a cache — a forcomp cache or a ForNet release (folders, or the published zips).
 
-Class names and stems come from the files (or zip members) and are validated with
-:func:`safe_component`; zip members are read by name, never extracted, so no member can reach
-outside the cache. Zip handles are opened lazily per process (DataLoader workers each get theirs).
+Everything read is untrusted and validated once, at load, into compact arrays
+(:mod:`forcomp.cache.table`):
+
+- **Classes come from the files**: the class folders under ``foregrounds/`` and ``backgrounds/``
+  (empty ones too: a class whose images all had no object keeps its label), or the class
+  components of the zip members. Never from the free text of index records.
+- **Files**: only regular files inside the cache are listed (no FIFO, device, socket, or symbolic
+  link leaving the cache); names are single safe path components; zip members are read by name,
+  never extracted.
+- **Ratios** (``fg_bg_ratios_<split>.json``): an object whose keys are ``<class>/<stem>.JPEG`` (or
+  ForNet's ``<split>/backgrounds/<class>/<stem>.JPEG``) of listed items, and whose values are finite
+  numbers in [0, 1] — in (0, 1] for an item with a foreground.
+
+What does not pass is left out and recorded in :attr:`CacheReader.problems` (file and reason), so
+that one bad file never stops an epoch and never becomes a silent garbage picture; ``forcomp
+verify`` reports the same problems. Labels stay those of the sorted class folders.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import stat
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
-from forcomp.cache.index import read_index
-from forcomp.cache.layout import BG_EXT, FG_EXT, CacheLayout, safe_component
-from forcomp.errors import CacheFormatError, UnsafePathError
+import numpy as np
+import torch
+
+from forcomp.cache.images import decode_background, decode_foreground
+from forcomp.cache.layout import BG_EXT, FG_EXT, UNSAFE_CHAR, CacheLayout, safe_component
+from forcomp.cache.problems import Problem
+from forcomp.cache.table import PartTable, StringTable
+from forcomp.errors import CacheFormatError, ForcompError, UnsafePathError
+from forcomp.safe_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_entry,
+    describe_os_error,
+    is_within,
+    max_file_bytes,
+    read_regular_file,
+)
 
 log = logging.getLogger(__name__)
 
 
+class BadItemError(ForcompError):
+    """A cache file that cannot be used (unreadable, refused, or does not decode).
+
+    Attributes:
+        path: the file (or ``zip:member``).
+        reason: why, without the path.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 @dataclass(frozen=True)
-class Part:
-    """One foreground or background file: ``cls/stem`` and where its bytes are."""
-
-    cls: str
-    stem: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.cls}/{self.stem}{BG_EXT}"
+class _Listing:
+    classes: set[str]
+    items: dict[str, list[str]]  # class -> its stems, sorted as their keys
+    members: dict[str, list[str]] | None  # class -> zip member names (same order), None for folders
 
 
-def _split_member(name: str, ext: str) -> Part | None:
-    parts = name.replace("\\", "/").split("/")
-    if len(parts) < 2 or not parts[-1].endswith(ext):
-        return None
+def _parse_json(data: bytes) -> object:
+    """JSON with orjson when installed (4x faster on an ImageNet-sized ratios file), else the
+    standard library, which also reads the ``NaN``/``Infinity`` literals Python's json writes."""
     try:
-        return Part(
-            safe_component(parts[-2], what="class name"), safe_component(parts[-1][: -len(ext)], what="stem")
-        )
-    except UnsafePathError as e:
-        log.warning("ignoring zip member %r: %s", name, e)
-        return None
+        import orjson
+    except ImportError:  # pragma: no cover - depends on the environment
+        return json.loads(data.decode("utf-8"))
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8"))
+
+
+def _all_in_unit(values: Iterable[float]) -> bool:
+    """Whether every value is in [0, 1] (NaN fails, infinities fail)."""
+    arr = np.fromiter(values, dtype=np.float64)
+    return bool(((arr >= 0.0) & (arr <= 1.0)).all())
+
+
+def _key_sorted(names: list[str]) -> list[str]:
+    """File names in the order of their keys ``<stem>.JPEG``: the same as by name, since every
+    extension starts with the "." at which a stem and a longer one first differ."""
+    return sorted(names)
 
 
 class CacheReader:
-    """Lists and reads the foregrounds and backgrounds of ``root``'s ``split``.
+    """Lists, validates and reads the foregrounds and backgrounds of ``root``'s ``split``.
 
     Attributes:
         mode: ``"folder"`` or ``"zip"``.
-        foregrounds / backgrounds: sorted :class:`Part` lists.
-        ratios: ``{"<cls>/<stem>.JPEG": mask_area / image_area}``.
-        classes: sorted class names of the foregrounds (label = index, as torchvision ImageFolder).
-        sources: ``{key: source image path}`` from forcomp's index (empty for ForNet releases).
+        classes: sorted class names (label = index, as torchvision's ``ImageFolder``).
+        fg, bg: the usable foregrounds and backgrounds (:class:`~forcomp.cache.table.PartTable`),
+            each sorted by key.
+        fg_ratio: ``(N_fg,)`` float64 mask area / image area of each foreground's source image.
+        bg_ratio: ``(N_bg,)`` float64 the same for each background (0 where the ratios file has none).
+        bg_has_ratio: ``(N_bg,)`` bool, whether the ratios file lists the background.
+        fg_bg: ``(N_fg,)`` int64 index of each foreground's own background in ``bg``, -1 if none.
+        problems: what was left out at load, with file and reason.
+        left_out_fg: keys of listed foregrounds left out for their ratio.
+        max_pixels: images declaring more pixels are refused before decoding.
+
+    A file that is listed but turns out to be a FIFO, a device, a link leaving the cache, too large
+    or damaged is refused when it is read (:class:`BadItemError`), never blocking the reader.
     """
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        *,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.layout = CacheLayout(Path(root), split)
+        self.split = split
+        self.max_pixels = int(max_pixels)
+        self.max_bytes = max_file_bytes(self.max_pixels)
+        self.problems: list[Problem] = []
+        self.left_out_fg: list[str] = []
         lay = self.layout
         if lay.root.exists() and not lay.root.is_dir():
             raise CacheFormatError(
@@ -68,75 +138,314 @@ class CacheReader:
             raise CacheFormatError(f"cache {lay.root} does not exist")
         if lay.fg_dir.is_dir() and lay.bg_dir.is_dir():
             self.mode = "folder"
-            self.foregrounds = self._list_dir(lay.fg_dir, FG_EXT)
-            self.backgrounds = self._list_dir(lay.bg_dir, BG_EXT)
+            fg = self._list_dir(lay.fg_dir, FG_EXT)
+            bg = self._list_dir(lay.bg_dir, BG_EXT)
         elif lay.fg_zip.is_file() and lay.bg_zip.is_file():
             self.mode = "zip"
-            with zipfile.ZipFile(lay.fg_zip) as z:
-                fg = {p: n for n in z.namelist() if (p := _split_member(n, FG_EXT))}
-            with zipfile.ZipFile(lay.bg_zip) as z:
-                bg = {p: n for n in z.namelist() if (p := _split_member(n, BG_EXT))}
-            self._members = {"fg": fg, "bg": bg}
-            self.foregrounds, self.backgrounds = (
-                sorted(fg, key=lambda p: p.key),
-                sorted(bg, key=lambda p: p.key),
-            )
+            fg = self._list_zip(lay.fg_zip, FG_EXT)
+            bg = self._list_zip(lay.bg_zip, BG_EXT)
         else:
             raise CacheFormatError(
                 f"no {split} split in {lay.root}: expected {lay.fg_dir} and {lay.bg_dir}, or "
                 f"{lay.fg_zip.name} and {lay.bg_zip.name} "
                 f"(build it with: forcomp build SOURCE {lay.root} --split {split})"
             )
-        if not self.foregrounds:
-            raise CacheFormatError(f"the {split} split of {lay.root} has no foregrounds")
-        try:
-            raw = json.loads(lay.ratios_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        self.classes = sorted(fg.classes | bg.classes)
+        ratios = self._read_ratios()
+        self._build_tables(fg, bg, ratios)
+        if not len(self.fg):
             raise CacheFormatError(
-                f"{lay.ratios_path} is missing (rerun forcomp build to finish the split)"
-            ) from None
-        # ForNet's own script writes keys with a prefix; the last two components are the key.
-        self.ratios = {"/".join(k.split("/")[-2:]): float(v) for k, v in raw.items()}
-        missing = [p.key for p in self.foregrounds if p.key not in self.ratios]
-        if missing:
-            raise CacheFormatError(
-                f"{lay.ratios_path} has no ratio for {len(missing)} foreground(s), e.g. {missing[0]}"
+                f"the {split} split of {lay.root} has no usable foregrounds"
+                + (f" ({len(self.problems)} problem(s), e.g. {self.problems[0]})" if self.problems else "")
             )
-        index = read_index(lay)
-        # Every class the split knows, not only those with a foreground: a class whose images all
-        # had no object keeps its place, so labels stay those of the source ImageFolder.
-        self.classes = sorted(
-            {p.cls for p in self.foregrounds}
-            | {p.cls for p in self.backgrounds}
-            | {r.cls for r in index.values()}
-        )
-        source_labels = {r.cls: r.label for r in index.values()}
-        shifted = [c for i, c in enumerate(self.classes) if source_labels.get(c, i) != i]
-        if shifted:
-            c = shifted[0]
-            log.warning(
-                "%s: class %s is label %d in the source ImageFolder but %d here (the source has class "
-                "folders without any image?); labels follow this cache's %d classes",
-                lay.root,
-                c,
-                source_labels[c],
-                self.classes.index(c),
-                len(self.classes),
-            )
-        self.sources = {k: r.source for k, r in index.items() if r.status == "ok"}
         self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
+        self._sources: dict[str, str] | None = None
 
-    @staticmethod
-    def _list_dir(d: Path, ext: str) -> list[Part]:
-        out = []
+    def _build_tables(self, fg: _Listing, bg: _Listing, ratios: dict[str, float]) -> None:
+        """Arrays of the usable items, in key order; foregrounds without a valid ratio left out.
+
+        The common case — every item has both files and a ratio — takes the fast path: the
+        foregrounds share the backgrounds' tables (one copy in memory), no per-item matching.
+        """
+        label_of = {c: i for i, c in enumerate(self.classes)}
+        order = sorted(set(fg.items) | set(bg.items), key=lambda c: c + "/")  # = key order
+        used = 0  # ratio keys that name a listed item; fewer than the keys: some name nothing
+        b_labels: list[np.ndarray] = []
+        b_ratio: list[np.ndarray] = []
+        b_has: list[np.ndarray] = []
+        b_stems: list[str] = []
+        b_members: list[str] = []
+        f_labels: list[np.ndarray] = []
+        f_ratio: list[np.ndarray] = []
+        f_pos: list[np.ndarray] = []
+        f_stems: list[str] = []
+        f_members: list[str] = []
+        shared = True  # foregrounds identical to backgrounds so far
+        start = 0
+        for cls in order:
+            label, head = label_of[cls], cls + "/"
+            stems_b = bg.items.get(cls, [])
+            keys = [head + s + BG_EXT for s in stems_b]
+            vals = list(map(ratios.get, keys))
+            if None in vals:
+                has = np.array([v is not None for v in vals], dtype=bool)
+                arr = np.array([0.0 if v is None else v for v in vals], dtype=np.float64)
+            else:
+                has, arr = np.ones(len(vals), dtype=bool), np.array(vals, dtype=np.float64)
+            used += int(has.sum())
+            b_labels.append(np.full(len(stems_b), label, dtype=np.int32))
+            b_ratio.append(arr)
+            b_has.append(has)
+            b_stems += stems_b
+            if bg.members is not None:
+                b_members += bg.members[cls]
+            stems_f = fg.items.get(cls, [])
+            if stems_f == stems_b:
+                good = has & (arr > 0)
+                f_arr, pos, f_keys = arr, np.arange(start, start + len(stems_b)), keys
+            else:
+                shared = False
+                f_keys = [head + s + BG_EXT for s in stems_f]
+                f_vals = list(map(ratios.get, f_keys))
+                where = {s: start + i for i, s in enumerate(stems_b)}
+                pos = np.array([where.get(s, -1) for s in stems_f], dtype=np.int64)
+                used += sum(1 for p, v in zip(pos.tolist(), f_vals, strict=True) if p < 0 and v is not None)
+                good = np.array([v is not None and v > 0.0 for v in f_vals], dtype=bool)
+                f_arr = np.array([0.0 if v is None else v for v in f_vals], dtype=np.float64)
+            if not good.all():
+                shared = False
+                self._report_fg_ratios([f_keys[i] for i in np.flatnonzero(~good)], ratios)
+            idx = np.flatnonzero(good)
+            f_labels.append(np.full(len(idx), label, dtype=np.int32))
+            f_ratio.append(f_arr[idx])
+            f_pos.append(pos[idx])
+            f_stems += stems_f if len(idx) == len(stems_f) else [stems_f[i] for i in idx.tolist()]
+            if fg.members is not None:
+                f_members += [fg.members[cls][i] for i in idx.tolist()]
+            start += len(stems_b)
+        if used < len(ratios):
+            self._report_unknown_keys(ratios, fg, bg)
+
+        def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+        zipped = self.mode == "zip"
+        self.bg = PartTable(
+            cat(b_labels, np.int32), StringTable(b_stems), StringTable(b_members) if zipped else None
+        )
+        self.bg_ratio = cat(b_ratio, np.float64)
+        self.bg_has_ratio = cat(b_has, bool)
+        if shared and not zipped:
+            self.fg = PartTable(self.bg.labels, self.bg.stems, None)
+        else:
+            self.fg = PartTable(
+                cat(f_labels, np.int32), StringTable(f_stems), StringTable(f_members) if zipped else None
+            )
+        self.fg_ratio = cat(f_ratio, np.float64)
+        self.fg_bg = cat(f_pos, np.int64)
+
+    def _report_fg_ratios(self, keys: list[str], ratios: dict[str, float]) -> None:
+        """Name the foregrounds left out for a missing or zero ratio."""
+        path = str(self.layout.ratios_path)
+        for key in keys:
+            r = ratios.get(key)
+            self.left_out_fg.append(key)
+            if r is not None:
+                self.problems.append(
+                    Problem(
+                        path,
+                        f"{key}: ratio {r!r} for an item with a foreground (must be in (0, 1]): "
+                        "foreground left out",
+                    )  # fmt: skip
+                )
+            elif key not in self._bad_ratio:
+                self.problems.append(Problem(path, f"no ratio for {key}: foreground left out"))
+
+    # ---- listing -------------------------------------------------------------------------------
+    def _list_dir(self, d: Path, ext: str) -> _Listing:
+        root = self.layout.root
+        classes: set[str] = set()
+        items: dict[str, list[str]] = {}
+        n_ext = len(ext)
         for c in sorted(os.scandir(d), key=lambda e: e.name):
-            if c.is_dir() and not c.name.startswith("."):
-                out += [
-                    Part(c.name, f.name[: -len(ext)])
-                    for f in sorted(os.scandir(c.path), key=lambda e: e.name)
-                    if f.name.endswith(ext) and not f.name.startswith(".")
-                ]
-        return sorted(out, key=lambda p: p.key)
+            if c.name.startswith("."):
+                continue
+            try:
+                cls = safe_component(c.name, what="class name")
+            except UnsafePathError as e:
+                self.problems.append(Problem(c.path, str(e)))
+                continue
+            if c.is_symlink() and not is_within(c.path, root):
+                classes.add(cls)  # the class keeps its label; its files are not read
+                self.problems.append(
+                    Problem(
+                        c.path,
+                        f"class folder is a symbolic link to {os.path.realpath(c.path)}, "
+                        "outside the cache: its files are not read",
+                    )  # fmt: skip
+                )
+                continue
+            if not c.is_dir():
+                self.problems.append(Problem(c.path, "not a class folder (ignored)"))
+                continue
+            classes.add(cls)
+            # Names only (no stat, no DirEntry per file): the file type is checked when it is read.
+            names = os.listdir(c.path)
+            names.sort()  # = key order, see _key_sorted
+            joined = "/".join(names)  # "/" cannot occur in a file name: one scan per check
+            if (joined.count(ext + "/") + joined.endswith(ext) != len(names)) or "/." in "/" + joined:
+                names = [n for n in names if n.endswith(ext) and n[0] != "."]
+                joined = "/".join(names)
+            if UNSAFE_CHAR.search(joined.replace("/", "")):
+                for n in [n for n in names if UNSAFE_CHAR.search(n)]:
+                    self.problems.append(
+                        Problem(os.path.join(c.path, n), "unsafe file name (control character)")
+                    )
+                names = [n for n in names if not UNSAFE_CHAR.search(n)]
+            items[cls] = [n[:-n_ext] for n in names]
+        return _Listing(classes, items, None)
+
+    def _list_zip(self, path: Path, ext: str) -> _Listing:
+        classes: set[str] = set()
+        found: dict[str, dict[str, str]] = {}
+        # ForNet's members are "<split>/<kind>/<class>/<stem><ext>"; plain "<class>/<stem><ext>" too.
+        kind = "foregrounds" if ext == FG_EXT else "backgrounds"
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+        except (OSError, zipfile.BadZipFile) as e:
+            raise CacheFormatError(f"{path}: not a readable zip file ({e})") from None
+        for info in infos:
+            parts = info.filename.replace("\\", "/").split("/")
+            is_dir = info.is_dir() or info.filename.endswith("/")
+            if is_dir:
+                parts = [p for p in parts if p]
+            if is_dir:
+                ok_prefix = len(parts) == 1 or (len(parts) == 3 and parts[:2] == [self.split, kind])
+            else:
+                ok_prefix = len(parts) == 2 or (len(parts) == 4 and parts[:2] == [self.split, kind])
+            where = f"{path}:{info.filename}"
+            if is_dir:
+                if ok_prefix:
+                    try:
+                        classes.add(safe_component(parts[-1], what="class name"))
+                    except UnsafePathError as e:
+                        self.problems.append(Problem(where, str(e)))
+                continue
+            if not parts[-1].endswith(ext) or parts[-1].startswith("."):
+                continue
+            if not ok_prefix:
+                self.problems.append(Problem(where, f"unexpected member path (expected <class>/<stem>{ext})"))
+                continue
+            mode = info.external_attr >> 16
+            if mode and not stat.S_ISREG(mode):
+                self.problems.append(
+                    Problem(where, "zip member is not a regular file (a link or special file)")
+                )
+                continue
+            if info.file_size > self.max_bytes:
+                self.problems.append(
+                    Problem(where, f"{info.file_size} bytes, more than the limit of {self.max_bytes}")
+                )
+                continue
+            try:
+                cls = safe_component(parts[-2], what="class name")
+                stem = safe_component(parts[-1][: -len(ext)], what="stem")
+            except UnsafePathError as e:
+                self.problems.append(Problem(where, str(e)))
+                continue
+            classes.add(cls)
+            stems = found.setdefault(cls, {})
+            if stem in stems:
+                self.problems.append(Problem(where, f"duplicate of member {stems[stem]!r} (ignored)"))
+                continue
+            stems[stem] = info.filename
+        items = {c: _key_sorted(list(m)) for c, m in found.items()}
+        return _Listing(classes, items, {c: [found[c][s] for s in items[c]] for c in items})
+
+    def _read_ratios(self) -> dict[str, float]:
+        """``{key: ratio}`` with every value a finite number in [0, 1]; keys in ForNet's
+        ``<split>/backgrounds/`` form are shortened. Bad values and clashing keys go to ``problems``."""
+        path = self.layout.ratios_path
+        self._bad_ratio: set[str] = set()  # keys reported for their value
+        why = check_entry(path, self.layout.root) if path.exists() or path.is_symlink() else None
+        if why is not None:
+            raise CacheFormatError(f"{path}: {why}")
+        try:
+            raw = _parse_json(read_regular_file(path, max_bytes=1 << 31, root=self.layout.root))
+        except FileNotFoundError:
+            raise CacheFormatError(f"{path} is missing (rerun forcomp build to finish the split)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise CacheFormatError(f"{path}: not readable JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CacheFormatError(
+                f'{path}: a JSON {type(raw).__name__}, expected an object {{"<class>/<stem>.JPEG": ratio}}'
+            )
+        prefix = f"{self.split}/backgrounds/"
+        if any(map(str.startswith, raw, repeat(prefix))):
+            norm: dict[str, object] = {}
+            for k, v in raw.items():
+                key = k[len(prefix) :] if k.startswith(prefix) else k
+                if key in norm:
+                    self.problems.append(
+                        Problem(str(path), f"{k}: the same item as another key (item left out)")
+                    )
+                    self._bad_ratio.add(key)
+                    norm[key] = None
+                else:
+                    norm[key] = v
+            raw = norm
+        if not all(type(v) is float or type(v) is int for v in raw.values()) or not all(
+            0 <= v <= 1
+            for v in raw.values()  # NaN fails every comparison, inf fails <= 1
+        ):
+            bad = [k for k, v in raw.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not math.isfinite(v) or not 0 <= v <= 1]  # fmt: skip
+            for k in bad:
+                if k not in self._bad_ratio:
+                    self.problems.append(
+                        Problem(str(path), f"{k}: ratio {raw[k]!r} is not a number in [0, 1] (item left out)")
+                    )
+                self._bad_ratio.add(k)
+                del raw[k]
+        return raw  # type: ignore[return-value]
+
+    def _report_unknown_keys(self, ratios: dict[str, float], fg: _Listing, bg: _Listing) -> None:
+        """Name the ratio keys that are not ``<class>/<stem>.JPEG`` of a listed item."""
+        path = self.layout.ratios_path
+        known = {
+            c: set(fg.items.get(c, [])) | set(bg.items.get(c, [])) for c in fg.items.keys() | bg.items.keys()
+        }
+        for k in ratios:
+            cls, sep, name = k.partition("/")
+            stem = name[: -len(BG_EXT)] if name.endswith(BG_EXT) else None
+            if not sep or stem is None or "/" in name:
+                self.problems.append(
+                    Problem(str(path), f"key {k!r}: expected <class>/<stem>{BG_EXT} (ignored)")
+                )
+            elif stem not in known.get(cls, set()):
+                self.problems.append(Problem(str(path), f"key {k!r} names no item of the split (ignored)"))
+
+    # ---- items ---------------------------------------------------------------------------------
+    def fg_key(self, i: int) -> str:
+        return f"{self.classes[int(self.fg.labels[i])]}/{self.fg.stems[i]}{BG_EXT}"
+
+    def bg_key(self, i: int) -> str:
+        return f"{self.classes[int(self.bg.labels[i])]}/{self.bg.stems[i]}{BG_EXT}"
+
+    def fg_class(self, i: int) -> str:
+        return self.classes[int(self.fg.labels[i])]
+
+    def fg_name(self, i: int) -> str:
+        """Where foreground ``i`` is, for messages: its path, or ``zip:member``."""
+        if self.fg.members is not None:
+            return f"{self.layout.fg_zip}:{self.fg.members[i]}"
+        return str(self.layout.fg_path(self.fg_class(i), self.fg.stems[i]))
+
+    def bg_name(self, i: int) -> str:
+        if self.bg.members is not None:
+            return f"{self.layout.bg_zip}:{self.bg.members[i]}"
+        return str(self.layout.bg_path(self.classes[int(self.bg.labels[i])], self.bg.stems[i]))
 
     def _zip(self, kind: str) -> zipfile.ZipFile:
         handles = self._zips.setdefault(os.getpid(), {})
@@ -144,22 +453,68 @@ class CacheReader:
             handles[kind] = zipfile.ZipFile(self.layout.fg_zip if kind == "fg" else self.layout.bg_zip)
         return handles[kind]
 
-    def fg_bytes(self, part: Part) -> bytes:
-        if self.mode == "zip":
-            return self._zip("fg").read(self._members["fg"][part])
-        return self.layout.fg_path(part.cls, part.stem).read_bytes()
+    def _read(self, kind: str, i: int) -> bytes:
+        table = self.fg if kind == "fg" else self.bg
+        name = self.fg_name(i) if kind == "fg" else self.bg_name(i)
+        try:
+            if table.members is not None:
+                return self._zip(kind).read(table.members[i])
+            return read_regular_file(name, max_bytes=self.max_bytes, root=self.layout.root)
+        except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as e:
+            reason = describe_os_error(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+            raise BadItemError(name, f"cannot read ({reason})") from None
 
-    def bg_bytes(self, part: Part) -> bytes:
-        if self.mode == "zip":
-            return self._zip("bg").read(self._members["bg"][part])
-        return self.layout.bg_path(part.cls, part.stem).read_bytes()
+    def fg_bytes(self, i: int) -> bytes:
+        """The raw bytes of foreground ``i`` (a regular file of the cache, size-checked)."""
+        return self._read("fg", i)
 
-    def fg_name(self, part: Part) -> str:
-        return (
-            str(self.layout.fg_path(part.cls, part.stem))
-            if self.mode == "folder"
-            else f"{self.layout.fg_zip}:{self._members['fg'][part]}"
-        )
+    def bg_bytes(self, i: int) -> bytes:
+        return self._read("bg", i)
+
+    def decode_fg(self, i: int) -> torch.Tensor:
+        """Foreground ``i`` as ``(4, h, w)`` uint8 RGBA, or :class:`BadItemError` naming it and why."""
+        name = self.fg_name(i)
+        data = self.fg_bytes(i)
+        try:
+            return decode_foreground(data, name, max_pixels=self.max_pixels)
+        except ForcompError as e:
+            raise BadItemError(name, str(e).removeprefix(f"{name}: ")) from None
+
+    def decode_bg(self, i: int) -> torch.Tensor:
+        """Background ``i`` as ``(3, H, W)`` uint8 RGB, or :class:`BadItemError` naming it and why."""
+        name = self.bg_name(i)
+        data = self.bg_bytes(i)
+        try:
+            return decode_background(data, name, max_pixels=self.max_pixels)
+        except ForcompError as e:
+            raise BadItemError(name, str(e).removeprefix(f"{name}: ")) from None
+
+    # ---- sources (forcomp's index) -----------------------------------------------------------------
+    @property
+    def has_sources(self) -> bool:
+        """Whether the split has forcomp's index (which knows each item's source image)."""
+        return self.layout.index_dir.is_dir() and any(self.layout.index_dir.glob("*.jsonl"))
+
+    def source_path(self, i: int, *, roots: list[Path] | None = None) -> Path | None:
+        """The source image of foreground ``i`` from forcomp's index, if it lies inside a source root
+        a build of this split read (or inside one of ``roots``); None otherwise (logged once)."""
+        if self._sources is None:
+            from forcomp.cache.index import read_index, recorded_sources
+
+            index = read_index(self.layout)
+            self._sources = {k: r.source for k, r in index.items() if r.status == "ok"}
+            self._source_roots = [Path(s) for s in recorded_sources(self.layout)]
+        src = self._sources.get(self.fg_key(i))
+        if not src:
+            return None
+        allowed = self._source_roots + list(roots or [])
+        if not any(is_within(src, r) for r in allowed):
+            log.warning(
+                "%s: index source %s lies outside the build's source folder(s) %s; not opened",
+                self.fg_key(i), src, [str(r) for r in allowed] or "(none recorded)",
+            )  # fmt: skip
+            return None
+        return Path(src)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

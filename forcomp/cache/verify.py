@@ -6,153 +6,129 @@ on how to repair them (delete the damaged files, rerun ``forcomp build``).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+import torch
 
 from forcomp.cache.atomic import TMP_DIRNAME
-from forcomp.cache.index import read_index
-from forcomp.cache.layout import BG_EXT, FG_EXT, SPLITS, CacheLayout
-from forcomp.errors import UnsafePathError
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-def _decode(path: Path, mode: str) -> np.ndarray:
-    with Image.open(path) as im:
-        im.load()
-        if im.mode != mode:
-            raise ValueError(f"mode is {im.mode}, expected {mode}")
-        return np.asarray(im)
+from forcomp.cache.index import merge_records, recorded_sources, scan_index
+from forcomp.cache.layout import BG_EXT, SPLITS, CacheLayout
+from forcomp.cache.problems import Problem
+from forcomp.cache.reader import BadItemError, CacheReader
+from forcomp.errors import CacheFormatError
 
 
 def splits_present(cache: Path) -> list[str]:
     return [s for s in SPLITS if (cache / s).is_dir() or (cache / f"fg_bg_ratios_{s}.json").exists()]
 
 
-def _files(d: Path, ext: str) -> set[str]:
-    if not d.is_dir():
-        return set()
-    return {
-        f"{c.name}/{f.name[: -len(ext)]}"
-        for c in d.iterdir()
-        if c.is_dir()
-        for f in c.iterdir()
-        if f.name.endswith(ext)
-    }
+def _alpha_problems(name: str, fg: torch.Tensor) -> list[Problem]:
+    alpha = fg[3] > 0
+    if not bool(alpha.any()):
+        return [Problem(name, "alpha is empty")]
+    if not (alpha[0].any() and alpha[-1].any() and alpha[:, 0].any() and alpha[:, -1].any()):
+        return [Problem(name, "not cropped tightly to the mask (an alpha border row/column is empty)")]
+    return []
 
 
 def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Problem]:
-    """All problems of one split (empty list = the split is sound)."""
-    problems: list[Problem] = []
-    index = read_index(layout)
-    fg_on_disk = _files(layout.fg_dir, FG_EXT)
-    bg_on_disk = _files(layout.bg_dir, BG_EXT)
-    ok = {k: r for k, r in index.items() if r.status == "ok"}
+    """All problems of one split (empty list = the split is sound), for a forcomp cache or a ForNet
+    release in folders or zips: everything the loader would leave out, substitute or refuse, and
+    every disagreement between the files, the ratios and forcomp's index."""
     try:
-        ratios = json.loads(layout.ratios_path.read_text(encoding="utf-8"))
-        if not isinstance(ratios, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        ratios = None
-        problems.append(Problem(str(layout.ratios_path), "missing (rerun forcomp build to finish the split)"))
-    except ValueError as e:
-        ratios = None
-        problems.append(Problem(str(layout.ratios_path), f"unreadable JSON ({e})"))
-
-    for key, r in list(ok.items()):
+        reader = CacheReader(layout.root, layout.split)
+    except CacheFormatError as e:
+        return [Problem(str(layout.split_dir), str(e))]
+    problems: list[Problem] = list(reader.problems)
+    records, index_problems = scan_index(layout)
+    problems += index_problems
+    index = merge_records(records)
+    classes = set(reader.classes)
+    for key, r in sorted(index.items()):
+        if r.cls not in classes:
+            problems.append(
+                Problem(
+                    key,
+                    f"index record of class {r.cls!r}, which has no folder in the cache "
+                    "(ignored: classes come from the files)",
+                )  # fmt: skip
+            )
+    ok = {k: r for k, r in index.items() if r.status == "ok" and r.cls in classes}
+    fg_keys = {reader.fg_key(i): i for i in range(len(reader.fg))}
+    bg_keys = {reader.bg_key(i): i for i in range(len(reader.bg))}
+    listed_problem = {p.path for p in reader.problems}
+    if index:
+        for key in sorted((fg_keys.keys() | set(reader.left_out_fg)) - ok.keys()):
+            cls, stem = key.split("/", 1)
+            problems.append(
+                Problem(
+                    str(layout.fg_path(cls, stem[: -len(BG_EXT)])), "foreground file has no 'ok' index record"
+                )
+            )
+        for key in sorted(bg_keys.keys() - ok.keys()):
+            problems.append(Problem(reader.bg_name(bg_keys[key]), "background file has no 'ok' index record"))
+        for key, r in sorted(ok.items()):
+            fg_p, bg_p = layout.fg_path(r.cls, r.stem), layout.bg_path(r.cls, r.stem)
+            if key not in fg_keys and str(fg_p) not in listed_problem and not _ratio_problem(problems, key):
+                problems.append(Problem(str(fg_p), "missing foreground file"))
+            if key not in bg_keys and str(bg_p) not in listed_problem:
+                problems.append(Problem(str(bg_p), "missing background file"))
+    bg_size: dict[str, tuple[int, int]] = {}
+    for key, i in bg_keys.items():
         try:
-            CacheLayout.ratio_key(r.cls, r.stem)
-        except UnsafePathError as e:
-            problems.append(Problem(key, f"index record rejected: {e}"))
-            del ok[key]
-    ids_expected = {f"{r.cls}/{r.stem}" for r in ok.values()} if index else fg_on_disk
-    for ident in sorted(fg_on_disk - ids_expected):
-        problems.append(
-            Problem(str(layout.fg_dir / (ident + FG_EXT)), "foreground file has no 'ok' index record")
-        )
-    for ident in sorted(bg_on_disk - ids_expected - (fg_on_disk if not index else set())):
-        problems.append(
-            Problem(str(layout.bg_dir / (ident + BG_EXT)), "background file has no 'ok' index record")
-        )
-
-    for ident in sorted(ids_expected):
-        cls, stem = ident.split("/", 1)
-        key = CacheLayout.ratio_key(cls, stem)
+            bg = reader.decode_bg(i)
+        except BadItemError as e:
+            problems.append(Problem(e.path, e.reason))
+            continue
+        bg_size[key] = (int(bg.shape[2]), int(bg.shape[1]))
         rec = ok.get(key)
-        fg_p, bg_p = layout.fg_path(cls, stem), layout.bg_path(cls, stem)
+        if rec is not None and rec.source_size and bg_size[key] != tuple(rec.source_size):
+            w, h = bg_size[key]
+            problems.append(Problem(reader.bg_name(i), f"size {w}x{h} != source size {rec.source_size}"))
+    for key, i in fg_keys.items():
+        name = reader.fg_name(i)
         try:
-            fg = _decode(fg_p, "RGBA")
-        except FileNotFoundError:
-            problems.append(Problem(str(fg_p), "missing foreground file"))
-            fg = None
-        except Exception as e:  # noqa: BLE001 - every decode failure is a finding
-            problems.append(Problem(str(fg_p), f"does not decode as RGBA ({e})"))
-            fg = None
-        try:
-            bg = _decode(bg_p, "RGB")
-        except FileNotFoundError:
-            problems.append(Problem(str(bg_p), "missing background file"))
-            bg = None
-        except Exception as e:  # noqa: BLE001
-            problems.append(Problem(str(bg_p), f"does not decode as RGB ({e})"))
-            bg = None
-        if fg is not None:
-            alpha = fg[..., 3] > 0
-            if not alpha.any():
-                problems.append(Problem(str(fg_p), "alpha is empty"))
-            elif not (alpha[0].any() and alpha[-1].any() and alpha[:, 0].any() and alpha[:, -1].any()):
+            fg = reader.decode_fg(i)
+        except BadItemError as e:
+            problems.append(Problem(e.path, e.reason))
+            continue
+        problems += _alpha_problems(name, fg)
+        rec = ok.get(key)
+        share_of = bg_size.get(key) or (tuple(rec.source_size) if rec and rec.source_size else None)
+        if share_of is not None:
+            w, h = share_of
+            share = float((fg[3] > 0).sum()) / (w * h)
+            if abs(share - float(reader.fg_ratio[i])) > max(ratio_tol, 1.0 / (w * h)):
                 problems.append(
                     Problem(
-                        str(fg_p), "not cropped tightly to the mask (an alpha border row/column is empty)"
-                    )
+                        name,
+                        f"alpha covers {share:.6f} of the image, the ratios file says "
+                        f"{float(reader.fg_ratio[i]):.6f}",
+                    )  # fmt: skip
                 )
-        if rec is not None:
-            if bg is not None and rec.source_size and (bg.shape[1], bg.shape[0]) != tuple(rec.source_size):
-                problems.append(
-                    Problem(str(bg_p), f"size {bg.shape[1]}x{bg.shape[0]} != source size {rec.source_size}")
+        if rec is None:
+            continue
+        if rec.bbox:
+            x0, y0, x1, y1 = rec.bbox
+            if (int(fg.shape[2]), int(fg.shape[1])) != (x1 - x0, y1 - y0):
+                problems.append(Problem(name, f"size {fg.shape[2]}x{fg.shape[1]} != mask bbox {rec.bbox}"))
+        if rec.ratio is None or not 0.0 < rec.ratio <= 1.0:
+            problems.append(Problem(key, f"index ratio {rec.ratio} not in (0, 1]"))
+        elif abs(float(reader.fg_ratio[i]) - rec.ratio) > 1e-9:
+            problems.append(
+                Problem(
+                    str(layout.ratios_path), f"{key}: ratio {float(reader.fg_ratio[i])} != index {rec.ratio}"
                 )
-            if fg is not None and rec.bbox:
-                x0, y0, x1, y1 = rec.bbox
-                if (fg.shape[1], fg.shape[0]) != (x1 - x0, y1 - y0):
-                    problems.append(
-                        Problem(str(fg_p), f"size {fg.shape[1]}x{fg.shape[0]} != mask bbox {rec.bbox}")
-                    )
-            if fg is not None and rec.source_size and rec.ratio is not None:
-                w, h = rec.source_size
-                share = float((fg[..., 3] > 0).sum()) / (w * h)
-                if abs(share - rec.ratio) > max(ratio_tol, 1.0 / (w * h)):
-                    problems.append(
-                        Problem(
-                            str(fg_p), f"alpha covers {share:.6f} of the image, index says {rec.ratio:.6f}"
-                        )
-                    )
-            if rec.ratio is None or not 0.0 < rec.ratio < 1.0:
-                problems.append(Problem(key, f"ratio {rec.ratio} not in (0, 1)"))
-        if ratios is not None:
-            if key not in ratios:
-                problems.append(Problem(str(layout.ratios_path), f"no ratio for {key}"))
-            elif rec is not None and rec.ratio is not None and abs(float(ratios[key]) - rec.ratio) > 1e-9:
-                problems.append(
-                    Problem(str(layout.ratios_path), f"{key}: ratio {ratios[key]} != index {rec.ratio}")
-                )
-    if ratios is not None:
-        for key in sorted(set(ratios) - {CacheLayout.ratio_key(*i.split("/", 1)) for i in ids_expected}):
-            problems.append(Problem(str(layout.ratios_path), f"{key} has a ratio but no item"))
+            )
     return problems
+
+
+def _ratio_problem(problems: list[Problem], key: str) -> bool:
+    """Whether a foreground was already reported as left out for its ratio."""
+    return any(key in p.message and "left out" in p.message for p in problems)
 
 
 def verify_cache(cache: str | os.PathLike[str], splits: Iterable[str] | None = None) -> list[Problem]:
@@ -177,21 +153,6 @@ def verify_cache(cache: str | os.PathLike[str], splits: Iterable[str] | None = N
     return problems
 
 
-def _recorded_source(layout: CacheLayout) -> str | None:
-    """The source of the split's latest build, from its provenance files (None if unknown)."""
-    latest: tuple[float, str] | None = None
-    if layout.index_dir.is_dir():
-        for p in layout.index_dir.glob("build-*.json"):
-            try:
-                prov = json.loads(p.read_text(encoding="utf-8"))
-                when, src = float(prov.get("finished") or prov.get("started") or 0.0), prov.get("source")
-            except (OSError, ValueError, TypeError, AttributeError):
-                continue
-            if isinstance(src, str) and (latest is None or when >= latest[0]):
-                latest = (when, src)
-    return latest[1] if latest else None
-
-
 def fix_hint(problems: Sequence[Problem], cache: str | os.PathLike[str]) -> str | None:
     """How to repair what :func:`verify_cache` found: the line(s) to print after the problems."""
     if not problems:
@@ -209,9 +170,21 @@ def fix_hint(problems: Sequence[Problem], cache: str | os.PathLike[str]) -> str 
     ] or splits_present(cache)
     if not splits:
         return None
+    zipped = [
+        s
+        for s in splits
+        if not CacheLayout(cache, s).fg_dir.is_dir() and CacheLayout(cache, s).fg_zip.is_file()
+    ]
+    if zipped and len(zipped) == len(splits):
+        return (
+            "to fix: the problems are inside the release's zip files or its ratios file; download the "
+            "damaged archive again, or extract the zips (foregrounds_<split>.zip holds "
+            "<split>/foregrounds/<class>/<stem>.WEBP) and rebuild the listed items with forcomp build"
+        )
     cmds = []
     for split in splits:
-        src = _recorded_source(CacheLayout(cache, split))
+        srcs = recorded_sources(CacheLayout(cache, split))
+        src = srcs[0] if srcs else None
         src_arg = shlex.quote(src) if src and Path(src).is_absolute() else "SOURCE"
         cmds.append(f"  forcomp build {src_arg} {shlex.quote(str(cache))} --split {split}")
     return "\n".join(

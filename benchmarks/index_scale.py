@@ -1,0 +1,187 @@
+"""Start-up time and memory of reading an ImageNet-sized cache, next to torchvision's ImageFolder.
+
+Builds (once, under ``benchmarks/_work/``) a cache of ``--items`` foregrounds and backgrounds in
+``--classes`` class folders, every file a hard link to one tiny WEBP or JPEG (the listing and the
+index are what is measured, not decoding), then measures, each in a fresh process, interleaved over
+``--repeats`` rounds: the seconds to construct and the resident memory added by
+
+- ``ImageFolder(CACHE/train/backgrounds)`` (the same number of files: what a script has today),
+- ``CacheReader(CACHE, "train")`` (forcomp's validated, array-based listing),
+- ``ForComp(CACHE, "train")`` (the dataset on top of it).
+
+It also iterates a DataLoader with 2 workers over ``--epoch-items`` items of ``ForComp``'s index (no
+decoding: ``__getitem__`` replaced by an index touch) and reports each worker's private memory at the
+start and end, to show whether it grows over an epoch (copy-on-read of per-item Python objects).
+
+    python benchmarks/index_scale.py                      # 1,281,167 items in 1000 classes
+    python benchmarks/index_scale.py --items 200000 --classes 200 --repeats 3
+
+Prints a table and writes ``benchmarks/results/index_scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import gc, json, os, sys, time
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+what, cache = sys.argv[1], sys.argv[2]
+import torch, torchvision  # imported before the baseline: every contender needs them
+import numpy
+from forcomp.cache.reader import CacheReader
+try:
+    from forcomp.recombine.dataset import ForComp
+except Exception:
+    ForComp = None
+gc.collect(); base = rss(); t0 = time.perf_counter()
+if what == "imagefolder":
+    from torchvision.datasets import ImageFolder
+    obj = ImageFolder(os.path.join(cache, "train", "backgrounds"))
+    n = len(obj)
+elif what == "reader":
+    obj = CacheReader(cache, "train"); n = len(obj.fg)
+else:
+    obj = ForComp(cache, "train", size=224); n = len(obj)
+dt = time.perf_counter() - t0
+gc.collect()
+print(json.dumps({"what": what, "seconds": dt, "added_bytes": rss() - base, "items": n}))
+"""
+
+EPOCH = r"""
+import json, os, sys
+import torch
+from torch.utils.data import DataLoader, Dataset
+from forcomp.recombine.dataset import ForComp
+def private_bytes():
+    total = 0
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1]) * 1024
+    return total
+cache, n = sys.argv[1], int(sys.argv[2])
+ds = ForComp(cache, "train", size=224)
+class Touch(Dataset):
+    def __len__(self): return min(n, len(ds))
+    def __getitem__(self, i):
+        # what __getitem__ reads of the index for item i, without decoding any file
+        ds.describe_item(i) if hasattr(ds, "describe_item") else (ds.targets[i], ds.keys[i] if hasattr(ds, "keys") else None)
+        if i % 50000 == 0 or i == len(self) - 1:
+            return torch.tensor([i, private_bytes()])
+        return torch.tensor([i, -1])
+dl = DataLoader(Touch(), batch_size=1000, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+per = {}
+for b in dl:
+    for i, m in b.tolist():
+        if m >= 0:
+            per.setdefault("samples", []).append(m)
+s = per.get("samples", [0])
+print(json.dumps({"first_private": s[0], "last_private": max(s), "max_private": max(s)}))
+"""
+
+
+def make_cache(cache: Path, items: int, classes: int) -> None:
+    """ImageNet-like cache of hard links to one tiny file per kind (created once)."""
+    done = cache / ".complete"
+    if done.exists() and json.loads(done.read_text()) == {"items": items, "classes": classes}:
+        return
+    import shutil
+
+    from PIL import Image
+
+    if cache.exists():
+        shutil.rmtree(cache)
+    seed = cache / "_seed"
+    seed.mkdir(parents=True)
+    Image.new("RGBA", (8, 8), (200, 10, 10, 255)).save(seed / "fg.WEBP", "WEBP", lossless=True)
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(seed / "bg.JPEG", "JPEG")
+    ratios: dict[str, float] = {}
+    per = [items // classes + (1 if c < items % classes else 0) for c in range(classes)]
+    for c, count in enumerate(per):
+        cls = f"n{c:08d}"
+        for kind, src in (("foregrounds", seed / "fg.WEBP"), ("backgrounds", seed / "bg.JPEG")):
+            d = cache / "train" / kind / cls
+            d.mkdir(parents=True)
+            ext = ".WEBP" if kind == "foregrounds" else ".JPEG"
+            first = d / f"{cls}_0{ext}"
+            shutil.copyfile(src, first)  # one inode per class folder: a file takes at most 65000 links
+            for k in range(1, count):
+                os.link(first, d / f"{cls}_{k}{ext}")
+        for k in range(count):
+            ratios[f"{cls}/{cls}_{k}.JPEG"] = 0.25
+    buf = io.StringIO()
+    json.dump(ratios, buf)
+    (cache / "fg_bg_ratios_train.json").write_text(buf.getvalue())
+    done.write_text(json.dumps({"items": items, "classes": classes}))
+
+
+def run_child(code: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        err = out.stderr.strip().splitlines()
+        return {"error": err[-1] if err else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=1_281_167, help="items (default: ImageNet-1k train)")
+    ap.add_argument("--classes", type=int, default=1000, help="class folders (default: 1000)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default: 3)")
+    ap.add_argument("--epoch-items", type=int, default=200_000, help="items of the worker-memory epoch")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "index_scale")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "index_scale.json")
+    args = ap.parse_args(argv)
+    cache = args.work / f"cache_{args.items}_{args.classes}"
+    t0 = time.perf_counter()
+    make_cache(cache, args.items, args.classes)
+    print(f"cache of {args.items} items ready in {time.perf_counter() - t0:.0f} s: {cache}")
+    rows: dict[str, list[dict]] = {"imagefolder": [], "reader": [], "forcomp": []}
+    for _ in range(args.repeats):
+        for what in rows:
+            rows[what].append(run_child(CHILD, what, str(cache)))
+    result: dict = {"items": args.items, "classes": args.classes, "repeats": args.repeats, "rows": {}}
+    print(f"{'what':<14}{'start s (median)':>18}{'added MB (median)':>20}{'x ImageFolder mem':>20}")
+    base_mem = statistics.median(r["added_bytes"] for r in rows["imagefolder"] if "error" not in r)
+    for what, rs in rows.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            print(f"{what:<14} failed: {rs[0]['error']}")
+            result["rows"][what] = {"error": rs[0]["error"]}
+            continue
+        sec = statistics.median(r["seconds"] for r in ok)
+        mem = statistics.median(r["added_bytes"] for r in ok)
+        result["rows"][what] = {"seconds": sec, "added_bytes": mem, "runs": ok}
+        print(f"{what:<14}{sec:>18.2f}{mem / 1e6:>20.0f}{mem / base_mem:>20.2f}")
+    epoch = run_child(EPOCH, str(cache), str(args.epoch_items))
+    result["worker_epoch"] = epoch
+    if "error" in epoch:
+        print(f"worker memory over an epoch: failed: {epoch['error']}")
+    else:
+        print(
+            f"worker private memory over {args.epoch_items} items: start {epoch['first_private'] / 1e6:.0f} MB, "
+            f"max {epoch['max_private'] / 1e6:.0f} MB"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
