@@ -159,7 +159,7 @@ def forcomp_batches(cache: Path, size: int, batch: int, seed: int):
     )  # the train split's fused RandomResizedCrop is the recipe both arms share; ``train`` flips both
     epoch = 0
     while True:
-        ds.set_epoch(epoch)
+        ds.epoch = epoch
         yield from ds.loader(batch, shuffle=True, drop_last=True, num_workers=0)
         epoch += 1
 

@@ -78,12 +78,14 @@ ds = ForComp(cache, "train", size=224)
 class Touch(Dataset):
     def __len__(self): return min(n, len(ds))
     def __getitem__(self, i):
-        # what __getitem__ reads of the index for item i, without decoding any file
-        ds.describe_item(i) if hasattr(ds, "describe_item") else (ds.targets[i], ds.keys[i] if hasattr(ds, "keys") else None)
+        # what load_parts reads of the index for item i, without decoding any file
+        label = int(ds.labels[i])
+        ds.key(i), float(ds.reader.fg_ratio[i]), ds.pools.of_class(label)[:1], int(ds.reader.fg_bg[i])
         if i % 50000 == 0 or i == len(self) - 1:
             return torch.tensor([i, private_bytes()])
         return torch.tensor([i, -1])
-dl = DataLoader(Touch(), batch_size=1000, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+gen = torch.Generator().manual_seed(0)
+dl = DataLoader(Touch(), batch_size=1000, num_workers=2, shuffle=True, generator=gen)
 per = {}
 for b in dl:
     for i, m in b.tolist():
@@ -174,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker memory over an epoch: failed: {epoch['error']}")
     else:
         print(
-            f"worker private memory over {args.epoch_items} items: start {epoch['first_private'] / 1e6:.0f} MB, "
-            f"max {epoch['max_private'] / 1e6:.0f} MB"
+            f"worker private memory over {args.epoch_items} items: "
+            f"start {epoch['first_private'] / 1e6:.0f} MB, max {epoch['max_private'] / 1e6:.0f} MB"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

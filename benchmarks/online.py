@@ -84,15 +84,14 @@ class PILRecombine(Dataset):
         self.tf = v2_train_transform()
 
     def __len__(self) -> int:
-        return len(self.reader.foregrounds)
+        return len(self.reader.fg)
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([i, os.getpid()])
-        part = self.reader.foregrounds[i]
-        fg = Image.open(io.BytesIO(self.reader.fg_bytes(part))).convert("RGBA")
-        bpart = self.reader.backgrounds[int(rng.integers(len(self.reader.backgrounds)))]
-        bg = Image.open(io.BytesIO(self.reader.bg_bytes(bpart))).convert("RGB")
-        fr, br = self.reader.ratios[part.key], self.reader.ratios[bpart.key]
+        fg = Image.open(io.BytesIO(self.reader.fg_bytes(i))).convert("RGBA")
+        j = int(rng.integers(len(self.reader.bg)))
+        bg = Image.open(io.BytesIO(self.reader.bg_bytes(j))).convert("RGB")
+        fr, br = float(self.reader.fg_ratio[i]), float(self.reader.bg_ratio[j])
         fill = np.asarray(fg.split()[-1]).mean() / 255
         lo, hi = min(fr, br), max(fr, br)
         scale = rng.uniform(lo * 0.7, hi * 1.3) / fill
@@ -127,8 +126,8 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         reader = CacheReader(cache, "train")
-        fgb = [reader.fg_bytes(p) for p in reader.foregrounds[:n]]
-        bgb = [reader.bg_bytes(p) for p in reader.backgrounds[:n]]
+        fgb = [reader.fg_bytes(i) for i in range(min(n, len(reader.fg)))]
+        bgb = [reader.bg_bytes(i) for i in range(min(n, len(reader.bg)))]
         pil = PILRecombine(cache)
         ds = ForComp(cache, "train", size=224, background="all", seed=0)
         per_sample = ForComp(cache, "train", size=None, background="all", seed=0)

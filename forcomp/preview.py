@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from forcomp.cache.reader import CacheReader
-
 TILE = 160
 
 
@@ -29,6 +27,13 @@ def _tile(img: Image.Image, checker: bool = False) -> Image.Image:
     return canvas
 
 
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str) -> None:
+    """Black text on a white box: readable on any tile, light or dark."""
+    box = draw.textbbox(xy, text)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(255, 255, 255))
+    draw.text(xy, text, fill=(0, 0, 0))
+
+
 def render_preview(
     cache: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -39,20 +44,18 @@ def render_preview(
     seed: int = 0,
 ) -> Path:
     """Write the grid to ``out``: one row per item (first of each class, then more), ``ForComp`` draws."""
-    import io
-
     from forcomp.recombine.dataset import ForComp
 
-    reader = CacheReader(cache, split)
     # whole-background composites (no training crop/flip): the recombination itself, legible
     ds = ForComp(cache, split=split, size=TILE, background="all", seed=seed, crop_scale=None, hflip_prob=0.0)
+    reader = ds.reader
     order: list[int] = []
-    seen: set[str] = set()
-    for i, p in enumerate(ds.foregrounds):
-        if p.cls not in seen:
-            seen.add(p.cls)
+    seen: set[int] = set()
+    for i, label in enumerate(ds.labels.tolist()):
+        if label not in seen:
+            seen.add(label)
             order.append(i)
-    order += [i for i in range(len(ds)) if i not in order]
+    order += [i for i in range(len(ds)) if i not in set(order)][: max(0, rows - len(order))]
     order = order[:rows]
     header = ["source", "foreground", "background"] + [f"recombined {k + 1}" for k in range(recombinations)]
     W = TILE * len(header)
@@ -61,25 +64,24 @@ def render_preview(
     for c, name in enumerate(header):
         draw.text((c * TILE + 6, 4), name, fill=(0, 0, 0))
     for r, i in enumerate(order):
-        part = ds.foregrounds[i]
         y = 20 + r * TILE
-        src = reader.sources.get(part.key)
-        if src and Path(src).exists():
+        src = reader.source_path(i) if reader.has_sources else None
+        if src is not None and src.exists():
             from forcomp.decode import load_rgb
 
-            grid.paste(_tile(Image.fromarray(load_rgb(Path(src)))), (0, y))
-        grid.paste(
-            _tile(Image.open(io.BytesIO(reader.fg_bytes(part))).convert("RGBA"), checker=True), (TILE, y)
-        )
-        bgp = next((b for b in reader.backgrounds if b.key == part.key), None)
-        if bgp is not None:
-            grid.paste(_tile(Image.open(io.BytesIO(reader.bg_bytes(bgp))).convert("RGB")), (2 * TILE, y))
+            grid.paste(_tile(Image.fromarray(load_rgb(src))), (0, y))
+        fg = reader.decode_fg(i).permute(1, 2, 0).numpy()
+        grid.paste(_tile(Image.fromarray(np.ascontiguousarray(fg), "RGBA"), checker=True), (TILE, y))
+        own_bg = int(reader.fg_bg[i])
+        if own_bg >= 0:
+            bg = reader.decode_bg(own_bg).permute(1, 2, 0).numpy()
+            grid.paste(_tile(Image.fromarray(np.ascontiguousarray(bg), "RGB")), (2 * TILE, y))
         for k in range(recombinations):
-            ds.set_epoch(k)
+            ds.epoch = k
             img = ds[i][0]
             arr = (img.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
             grid.paste(Image.fromarray(arr), ((3 + k) * TILE, y))
-        draw.text((4, y + 4), part.cls, fill=(255, 255, 0))
+        _label(draw, (4, y + 4), ds.classes[int(ds.labels[i])])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)

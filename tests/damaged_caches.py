@@ -180,7 +180,7 @@ def damage_corrupt_jpeg(cache: Path, tmp: Path) -> tuple[str, str]:
 def damage_rgb_foreground(cache: Path, tmp: Path) -> tuple[str, str]:
     im = Image.open(_fg(cache)).convert("RGB")
     im.save(_fg(cache), "WEBP", lossless=True)
-    return f"{CLS}/{STEM}.WEBP", "no alpha channel"
+    return f"{CLS}/{STEM}.WEBP", "(the file has no alpha channel)"
 
 
 def damage_truncated_webp(cache: Path, tmp: Path) -> tuple[str, str]:
@@ -192,21 +192,20 @@ def damage_truncated_webp(cache: Path, tmp: Path) -> tuple[str, str]:
 # Damages after which the item is still listed and is refused when read or decoded (substituted in
 # training); special files are refused by type when opened (non-blocking), never read.
 DECODE_TIME = [
-    damage_jpeg_bomb,
-    damage_webp_bomb,
-    damage_corrupt_jpeg,
-    damage_rgb_foreground,
-    damage_truncated_webp,
-]
+    damage_jpeg_bomb, damage_webp_bomb, damage_corrupt_jpeg, damage_truncated_webp,
+    damage_fifo, damage_dev_zero,
+]  # fmt: skip
 # Damages refused when the split is listed (the item is left out; classes and labels stay).
 LOAD_TIME = [
-    damage_class_link_out, damage_ratio_nan, damage_ratio_inf,
-    damage_ratio_negative, damage_ratio_zero, damage_ratio_fifty, damage_ratio_null, damage_ratio_string,
+    damage_class_link_out, damage_ratio_nan, damage_ratio_inf, damage_ratio_negative, damage_ratio_zero,
+    damage_ratio_fifty, damage_ratio_null, damage_ratio_string,
 ]  # fmt: skip
-# Damages that only verify reports: the loader never reads them as classes, items or ratios.
+# Damages that only verify reports: the loader never reads them as classes, items or ratios (an RGB
+# foreground decodes as an opaque rectangle, as an object filling its box does: verify names it by its
+# alpha share disagreeing with its ratio, the loader warns once per file).
 REPORT_ONLY = [
-    damage_traversal_key, damage_fake_class_record, damage_dotdot_class_record, damage_abs_class_record,
-    damage_int_class_record, damage_list_key_record, damage_malformed_index_line,
+    damage_rgb_foreground, damage_traversal_key, damage_fake_class_record, damage_dotdot_class_record,
+    damage_abs_class_record, damage_int_class_record, damage_list_key_record, damage_malformed_index_line,
 ]  # fmt: skip
 ALL = DECODE_TIME + LOAD_TIME + REPORT_ONLY
 

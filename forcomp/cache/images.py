@@ -7,7 +7,9 @@ refuse. A file is refused (:class:`CacheImageError`, naming it and why) when
 - the decoder fails *or warns*: libjpeg's "Corrupt JPEG data" on a JPEG with damaged bytes mid-stream
   still produces a (smeared) picture, so the JPEG decoder runs with warnings as errors (libjpeg-turbo
   through ``simplejpeg``, bit-identical to torchvision's decoder on the same file);
-- a foreground has no alpha channel (it would be pasted as an opaque rectangle).
+
+A foreground without an alpha channel is decoded (fully opaque): :func:`has_alpha_channel` tells,
+and the reader warns once per such file (an RGB file, or an object that fills its box).
 """
 
 from __future__ import annotations
@@ -116,18 +118,12 @@ def decode_foreground(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_I
     """
     if data[:4] == b"RIFF":
         try:
-            w, h, has_alpha = webp_header(data)
+            w, h, _ = webp_header(data)
         except ValueError as e:
             raise CacheImageError(f"{name}: WEBP header does not parse ({e})") from None
     else:
         w, h = _other_header(data, name)
-        has_alpha = _pil_has_alpha(data)
     _check_pixels(name, w, h, max_pixels)
-    if not has_alpha:
-        raise CacheImageError(
-            f"{name}: foreground has no alpha channel (it would be pasted as an opaque rectangle); "
-            "foregrounds are RGBA with alpha = the object's mask"
-        )
     try:
         out = _torchvision_decode(data, "RGBA")
     except RuntimeError as e:
@@ -152,6 +148,20 @@ def _other_header(data: bytes, name: str) -> tuple[int, int]:
         raise CacheImageError(f"{name}: not a recognised image ({type(e).__name__}: {e})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def has_alpha_channel(data: bytes) -> bool:
+    """Whether an image file declares an alpha channel (WEBP: from its header, no decoding).
+
+    A foreground without one decodes as fully opaque: either an RGB file where an RGBA one belongs,
+    or an object whose mask fills its whole box (libwebp then drops the alpha channel).
+    """
+    if data[:4] == b"RIFF":
+        try:
+            return webp_header(data)[2]
+        except ValueError:
+            return False
+    return _pil_has_alpha(data)
 
 
 def _pil_has_alpha(data: bytes) -> bool:

@@ -22,12 +22,12 @@ def cache_info(cache: str | os.PathLike[str]) -> dict[str, Any]:
     for split in splits_present(cache):
         layout = CacheLayout(cache, split)
         index = read_index(layout)
+        reader: CacheReader | None = None
+        unreadable: str | None = None
         try:
-            reader: CacheReader | None = CacheReader(cache, split)
+            reader = CacheReader(cache, split)
         except CacheFormatError as e:
-            reader, unreadable = None, str(e)
-        else:
-            unreadable = None
+            unreadable = str(e)
         per_class: dict[str, Counter[str]] = {}
         if index:
             status = Counter(r.status for r in index.values())

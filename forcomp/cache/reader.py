@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forcomp.cache.images import decode_background, decode_foreground
+from forcomp.cache.images import decode_background, decode_foreground, has_alpha_channel
 from forcomp.cache.layout import BG_EXT, FG_EXT, UNSAFE_CHAR, CacheLayout, safe_component
 from forcomp.cache.problems import Problem
 from forcomp.cache.table import PartTable, StringTable
@@ -84,7 +84,7 @@ def _parse_json(data: bytes) -> object:
         return json.loads(data.decode("utf-8"))
 
 
-def _all_in_unit(values: Iterable[float]) -> bool:
+def _all_in_unit(values: Iterable[object]) -> bool:
     """Whether every value is in [0, 1] (NaN fails, infinities fail)."""
     arr = np.fromiter(values, dtype=np.float64)
     return bool(((arr >= 0.0) & (arr <= 1.0)).all())
@@ -151,6 +151,11 @@ class CacheReader:
                 f"(build it with: forcomp build SOURCE {lay.root} --split {split})"
             )
         self.classes = sorted(fg.classes | bg.classes)
+        if not any(fg.items.values()):
+            raise CacheFormatError(
+                f"the {split} split of {lay.root} has no foregrounds"
+                + (f" ({len(self.problems)} problem(s), e.g. {self.problems[0]})" if self.problems else "")
+            )
         ratios = self._read_ratios()
         self._build_tables(fg, bg, ratios)
         if not len(self.fg):
@@ -160,6 +165,7 @@ class CacheReader:
             )
         self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
         self._sources: dict[str, str] | None = None
+        self._opaque_warned: set[str] = set()
 
     def _build_tables(self, fg: _Listing, bg: _Listing, ratios: dict[str, float]) -> None:
         """Arrays of the usable items, in key order; foregrounds without a valid ratio left out.
@@ -395,10 +401,7 @@ class CacheReader:
                 else:
                     norm[key] = v
             raw = norm
-        if not all(type(v) is float or type(v) is int for v in raw.values()) or not all(
-            0 <= v <= 1
-            for v in raw.values()  # NaN fails every comparison, inf fails <= 1
-        ):
+        if not set(map(type, raw.values())) <= {float, int} or not _all_in_unit(raw.values()):
             bad = [k for k, v in raw.items() if isinstance(v, bool) or not isinstance(v, (int, float))
                    or not math.isfinite(v) or not 0 <= v <= 1]  # fmt: skip
             for k in bad:
@@ -476,9 +479,16 @@ class CacheReader:
         name = self.fg_name(i)
         data = self.fg_bytes(i)
         try:
-            return decode_foreground(data, name, max_pixels=self.max_pixels)
+            out = decode_foreground(data, name, max_pixels=self.max_pixels)
         except ForcompError as e:
             raise BadItemError(name, str(e).removeprefix(f"{name}: ")) from None
+        if not has_alpha_channel(data) and name not in self._opaque_warned:
+            self._opaque_warned.add(name)
+            log.warning(
+                "%s: foreground has no alpha channel: pasted as an opaque rectangle (an RGB file, or "
+                "a mask that fills its whole box)", name,
+            )  # fmt: skip
+        return out
 
     def decode_bg(self, i: int) -> torch.Tensor:
         """Background ``i`` as ``(3, H, W)`` uint8 RGB, or :class:`BadItemError` naming it and why."""

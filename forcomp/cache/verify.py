@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from forcomp.cache.atomic import TMP_DIRNAME
+from forcomp.cache.images import has_alpha_channel
 from forcomp.cache.index import merge_records, recorded_sources, scan_index
 from forcomp.cache.layout import BG_EXT, SPLITS, CacheLayout
 from forcomp.cache.problems import Problem
@@ -102,11 +103,12 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
             w, h = share_of
             share = float((fg[3] > 0).sum()) / (w * h)
             if abs(share - float(reader.fg_ratio[i])) > max(ratio_tol, 1.0 / (w * h)):
+                opaque = "" if has_alpha_channel(reader.fg_bytes(i)) else " (the file has no alpha channel)"
                 problems.append(
                     Problem(
                         name,
                         f"alpha covers {share:.6f} of the image, the ratios file says "
-                        f"{float(reader.fg_ratio[i]):.6f}",
+                        f"{float(reader.fg_ratio[i]):.6f}{opaque}",
                     )  # fmt: skip
                 )
         if rec is None:

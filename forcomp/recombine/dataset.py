@@ -8,29 +8,31 @@ is the fast path: DataLoader workers only read and decode uint8 parts; each batc
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import numbers
 import operator
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from typing_extensions import Unpack
 
-from forcomp.cache.reader import CacheReader, Part
-from forcomp.errors import CacheFormatError
+from forcomp.cache.reader import BadItemError, CacheReader
+from forcomp.errors import CacheFormatError, ImageDecodeError
 from forcomp.recombine.config import Background, RecombineConfig, RecombineOptions, canvas_size
 from forcomp.recombine.fg_transform import apply_fg_transform
 from forcomp.recombine.functional import composite, crop_parts, resize_cover, shrink
 from forcomp.recombine.params import Plan, SampleDraws, derive_seed, draw_sample, fg_fill, plan
-from forcomp.recombine.pools import background_pools, indices_by_class
+from forcomp.recombine.pools import background_pools, group_by_label
 from forcomp.recombine.transform import Recombine, collate_parts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,117 +129,161 @@ class ForComp(Dataset):
         self.split = split
         self.classes = self.reader.classes
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.foregrounds: list[Part] = self.reader.foregrounds
-        self.keys = [p.key for p in self.foregrounds]
-        self.targets = [self.class_to_idx[p.cls] for p in self.foregrounds]
+        self.labels: np.ndarray = self.reader.fg.labels  # (N,) int32, one array (no per-item objects)
         self.fg_transform, self.transform, self.target_transform = fg_transform, transform, target_transform
         self.return_masks = return_masks
         self.seed = seed
-        self.epoch = 0
+        self._epoch = 0
         self.decode_failures = 0
+        self.problems = list(self.reader.problems)
+        if self.problems:
+            log.warning(
+                "%s: %d file(s) of the %s split are left out (%s%s); `forcomp verify %s` lists them",
+                self.reader.layout.root, len(self.problems), split, self.problems[0],
+                ", ..." if len(self.problems) > 1 else "", self.reader.layout.root,
+            )  # fmt: skip
         self.orig_root = Path(orig_root) if orig_root is not None else None
         if self.config.orig_prob(0) > 0 or isinstance(self.config.orig_img_prob, str):
-            if not self.reader.sources and self.orig_root is None:
+            if not self.reader.has_sources and self.orig_root is None:
                 raise ValueError(
                     "orig_img_prob > 0 needs the source images: pass orig_root=SOURCE "
                     "(a ForNet release has no index)"
                 )
-        self.bg_index, self.pool_all, self.pool_class = background_pools(
-            self.reader, self.foregrounds, self.classes, self.config, split
-        )
+        self.pools = background_pools(self.reader, self.config, split)
         # The fused crop magnifies the feathered edge (sigma in background pixels, as ForNet's):
         # the kernel's truncation radius covers up to 8x magnification.
         radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma * (8 if self.fused else 1)))
         self.recombine = Recombine(self.config, seed=seed if seed is not None else 0, smoothing_radius=radius)
-        self._rng: torch.Generator | None = None
-        self._rng_pid = -1
-        self._fg_by_class: dict[str, list[int]] | None = None
+        self._fg_groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._bad: dict[str, set[int]] = {"fg": set(), "bg": set()}  # this process's refused items
+        self._warned: set[str] = set()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (draws and the ``orig_img_prob`` schedule depend on it), as DistributedSampler."""
-        self.epoch = int(epoch)
-        self.recombine.set_epoch(epoch)
+    @property
+    def epoch(self) -> int:
+        """The epoch the draws (and the ``orig_img_prob`` schedule) of a seeded dataset follow.
+
+        The fast loader sets it from its own ``set_epoch`` or the sampler's. There is deliberately
+        no ``ForComp.set_epoch``: timm's ``train.py`` calls a dataset's ``set_epoch`` *instead of*
+        the ``DistributedSampler``'s, which would freeze the sample order under DDP.
+        """
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+        self.recombine.set_epoch(self._epoch)
+
+    @property
+    def targets(self) -> list[int]:
+        """Label of each item, as ``ImageFolder.targets`` (built on access from the label array)."""
+        return self.labels.tolist()
+
+    def key(self, index: int) -> str:
+        """Item ``index``'s key ``<class>/<stem>.JPEG`` (as in the ratios file)."""
+        return self.reader.fg_key(index)
 
     def __len__(self) -> int:
-        return len(self.foregrounds)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The per-process generator stays behind: a worker makes its own (see _item_generator), and
-        # a torch.Generator cannot cross a spawn boundary (DataLoader workers on macOS/Windows).
-        return self.__dict__ | {"_rng": None, "_rng_pid": -1}
+        return len(self.labels)
 
     # ---- worker side: read + decode ----
     def _item_generator(self, index: int) -> torch.Generator:
+        """The sample's own generator. Seeded: from ``(seed, epoch, index)``. Unseeded: from one
+        draw of torch's default generator, as torchvision's random transforms draw, so a script's
+        ``torch.manual_seed`` makes the run reproducible and the DataLoader's per-worker, per-epoch
+        seeding makes every epoch and every worker draw anew (no ``set_epoch`` needed)."""
         g = torch.Generator()
         if self.seed is not None:
-            g.manual_seed(derive_seed(self.seed, self.epoch, index))
-            return g
-        if self._rng is None or self._rng_pid != os.getpid():
-            # One generator per process, made in that process: a forked DataLoader worker must not
-            # reuse a generator the parent made (e.g. by a ds[0] before training), or workers
-            # repeat each other's draws. Each worker's torch initial seed differs (DataLoader).
-            self._rng = torch.Generator().manual_seed(derive_seed(torch.initial_seed(), os.getpid()))
-            self._rng_pid = os.getpid()
-        g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._rng)))
-        return g
+            return g.manual_seed(derive_seed(self.seed, self.epoch, index))
+        return g.manual_seed(int(torch.randint(0, 2**62, ())))
 
-    def _pick(self, pool: Sequence[int], g: torch.Generator) -> int:
-        return pool[int(torch.randint(len(pool), (1,), generator=g))]
+    def _refused(self, kind: str, index: int, e: BadItemError | ImageDecodeError, instead: str) -> None:
+        """Count a refused file, warn once per file and process, remember it for this process."""
+        self.decode_failures += 1
+        if kind in self._bad:
+            self._bad[kind].add(index)
+        name = getattr(e, "path", None) or str(e)
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("%s; %s (counted in decode_failures)", e, instead)
 
-    def _load_fg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, Part]:
-        part = self.foregrounds[index]
+    def _draw(self, pool: np.ndarray, g: torch.Generator, avoid: set[int]) -> int | None:
+        """A member of ``pool`` drawn with ``g``, skipping ``avoid`` (None if nothing is left)."""
         for _ in range(MAX_RETRIES):
+            if not len(pool):
+                return None
+            j = int(pool[int(torch.randint(len(pool), (1,), generator=g))])
+            if j not in avoid:
+                return j
+        good = np.setdiff1d(pool, np.fromiter(avoid, dtype=np.int64, count=len(avoid)))
+        return int(good[int(torch.randint(len(good), (1,), generator=g))]) if len(good) else None
+
+    def _fg_of_class(self, label: int) -> np.ndarray:
+        if self._fg_groups is None:
+            self._fg_groups = group_by_label(self.labels, len(self.classes))
+        order, starts = self._fg_groups
+        return order[starts[label] : starts[label + 1]]
+
+    def _load_fg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Foreground ``index``, or, if it is refused, another of its class (of any class if its
+        class has none left: the label always follows the picture)."""
+        i: int | None = index
+        attempt = 0
+        while i is not None and attempt < 2 * MAX_RETRIES:
             try:
-                fg = decode(self.reader.fg_bytes(part), ImageReadMode.RGB_ALPHA)
+                fg = self.reader.decode_fg(i)
                 if self.size is not None and not self.fused:  # fused: shrunk to its pasted size later
                     fg = shrink(fg, max(self.size))
-                return fg, part
-            except Exception as e:  # noqa: BLE001 - any decode failure is replaced, counted, logged
-                self.decode_failures += 1
-                log.warning(
-                    "cannot decode %s (%s); using another item of class %s",
-                    self.reader.fg_name(part),
-                    e,
-                    part.cls,
+                return fg, i
+            except BadItemError as e:
+                label = int(self.labels[i])
+                self._refused("fg", i, e, f"using another foreground of class {self.classes[label]}")
+                i = (
+                    self._draw(self._fg_of_class(label), g, self._bad["fg"])
+                    if attempt < MAX_RETRIES
+                    else None
                 )
-                part = self.foregrounds[self._pick(self._fg_of_class(part.cls), g)]
-        raise CacheFormatError(f"{MAX_RETRIES} foregrounds of class {part.cls!r} failed to decode in a row")
+                if i is None:
+                    i = self._draw(np.arange(len(self.labels)), g, self._bad["fg"])
+            attempt += 1
+        raise CacheFormatError(
+            f"{self.reader.layout.root}: no foreground of the {self.split} split could be read "
+            f"({self.decode_failures} refused; run forcomp verify)"
+        )
 
-    def _fg_of_class(self, cls: str) -> list[int]:
-        """Indices of the foregrounds of ``cls`` (built on the first decode failure, then kept)."""
-        if self._fg_by_class is None:
-            self._fg_by_class = indices_by_class(self.foregrounds)
-        return self._fg_by_class[cls]
-
-    def _choose_bg(self, part: Part, g: torch.Generator) -> int:
-        mode = self.config.background
-        if mode == "orig":
-            return self.bg_index[part.key]
-        return self._pick(self.pool_class[part.cls] if mode == "same" else self.pool_all, g)
-
-    def _load_bg(self, part: Part, g: torch.Generator) -> tuple[torch.Tensor, float]:
-        fallback = False  # background="orig" whose own background fails: a same-class one instead
-        for _ in range(MAX_RETRIES):
-            if fallback:
-                bi = self._pick(self.pool_class[part.cls] or self.pool_all, g)
-            else:
-                bi = self._choose_bg(part, g)
-            bpart = self.reader.backgrounds[bi]
+    def _load_bg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, float]:
+        """The background for foreground ``index`` (its own with ``background="orig"``); one that is
+        refused is replaced by another of the same pool (``orig``: of the same class)."""
+        label, mode = int(self.labels[index]), self.config.background
+        pool = self.pools.all if mode == "all" else self.pools.of_class(label)
+        j: int | None = int(self.reader.fg_bg[index]) if mode == "orig" else self._draw(pool, g, set())
+        for _ in range(2 * MAX_RETRIES):
+            if j is None:
+                break
             try:
-                bg = decode(self.reader.bg_bytes(bpart), ImageReadMode.RGB)
-                return bg, self.reader.ratios.get(bpart.key, 0.0)
-            except Exception as e:  # noqa: BLE001
-                self.decode_failures += 1
-                log.warning("cannot decode background %s (%s); drawing another of its class", bpart.key, e)
-                fallback = fallback or self.config.background == "orig"
-        raise CacheFormatError(f"{MAX_RETRIES} backgrounds for {part.key} failed to decode in a row")
+                bg = self.reader.decode_bg(j)
+                return bg, float(self.reader.bg_ratio[j])
+            except BadItemError as e:
+                self._refused("bg", j, e, "drawing another of its class" if mode != "all" else "drawing another")
+                j = self._draw(pool, g, self._bad["bg"])
+                if j is None and pool is not self.pools.all:
+                    pool = self.pools.all
+                    j = self._draw(pool, g, self._bad["bg"])
+        raise CacheFormatError(
+            f"{self.reader.layout.root}: no background for {self.key(index)} could be read "
+            f"({self.decode_failures} refused; run forcomp verify)"
+        )
 
-    def _source_path(self, part: Part) -> Path | None:
-        src = self.reader.sources.get(part.key)
-        if src:
-            return Path(src)
+    def _source_path(self, index: int) -> Path | None:
+        roots = [self.orig_root] if self.orig_root is not None else []
+        if self.reader.has_sources:
+            src = self.reader.source_path(index, roots=roots)
+            if src is not None:
+                return src
         if self.orig_root is not None:
-            hits = sorted((self.orig_root / part.cls).glob(part.stem + ".*"))
+            cls, stem = self.classes[int(self.labels[index])], self.reader.fg.stems[index]
+            hits = sorted(
+                (self.orig_root / cls).glob(glob.escape(stem) + ".*")
+            )  # a stem is data, not a pattern
             return hits[0] if hits else None
         return None
 
@@ -264,22 +310,22 @@ class ForComp(Dataset):
         index = self._check_index(index)
         failures = self.decode_failures
         g = self._item_generator(index)
-        fg, part = self._load_fg(index, g)
+        fg, item = self._load_fg(index, g)
         if self.fg_transform is not None:
             fg = apply_fg_transform(
                 self.fg_transform,
                 fg,
                 seed=None if self.seed is None else derive_seed(self.seed, self.epoch, index, 0xF6),
-                name=self.reader.fg_name(part),
+                name=self.reader.fg_name(item),
             )
-        bg, bg_ratio = self._load_bg(part, g)
+        bg, bg_ratio = self._load_bg(item, g)
         draws = draw_sample(self.config, self.epoch, generator=g)
-        orig = self._load_orig(part) if draws.use_orig is not None and bool(draws.use_orig[0]) else None
-        fg_ratio = self.reader.ratios[part.key]
+        orig = self._load_orig(item) if draws.use_orig is not None and bool(draws.use_orig[0]) else None
+        fg_ratio = float(self.reader.fg_ratio[item])
         out: dict[str, Any] = {
             "fg_ratio": fg_ratio,
             "bg_ratio": bg_ratio,
-            "label": self.class_to_idx[part.cls],
+            "label": int(self.labels[item]),
             "use_orig": orig is not None,
             "draws": draws,
         }
@@ -342,14 +388,23 @@ class ForComp(Dataset):
             out_hw=out_hw,
         )
 
-    def _load_orig(self, part: Part) -> torch.Tensor | None:
-        path = self._source_path(part)
+    def _load_orig(self, index: int) -> torch.Tensor | None:
+        """The untouched source image of item ``index``, or None (recombined instead) when it is
+        missing, outside the source folder, or refused (counted as a decode failure)."""
+        path = self._source_path(index)
         if path is None or not path.exists():
-            log.warning("source image of %s not found; recombining instead", part.key)
+            name = f"source image of {self.key(index)}"
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("%s not found; recombining instead", name)
             return None
         from forcomp.decode import load_rgb
 
-        return torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1)
+        try:
+            return torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1)
+        except ImageDecodeError as e:
+            self._refused("orig", index, e, "recombining instead")
+            return None
 
     def _check_index(self, index: int) -> int:
         n = len(self)

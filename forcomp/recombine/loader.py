@@ -280,7 +280,7 @@ class ForCompLoader:
         else:
             epoch = self._last_epoch + 1
         self._epoch, self._last_epoch = None, epoch
-        self.dataset.set_epoch(epoch)  # before the workers start: they take the dataset as it is now
+        self.dataset.epoch = epoch  # before the workers start: they take the dataset as it is now
         set_sampler_epoch = getattr(self.sampler, "set_epoch", None)
         if callable(set_sampler_epoch):
             set_sampler_epoch(epoch)

@@ -1,72 +1,95 @@
-"""Which backgrounds each foreground may be pasted on: ForNet's pruning, with a fallback per class."""
+"""Which backgrounds each foreground may be pasted on: ForNet's pruning, with a fallback per class.
+
+Pools are index arrays (one for ``background="all"``, one concatenated array with per-class
+offsets for ``"same"``), so a dataset of 1.28 M items holds a few arrays, not millions of Python
+integers that every DataLoader worker would copy as it touches them.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 
-from forcomp.cache.reader import CacheReader, Part
+import numpy as np
+
+from forcomp.cache.reader import CacheReader
 from forcomp.errors import CacheFormatError
 from forcomp.recombine.config import RecombineConfig
 
 log = logging.getLogger(__name__)
 
 
-def indices_by_class(parts: Sequence[Part], among: Sequence[int] | None = None) -> dict[str, list[int]]:
-    """``{class: [index, ...]}`` of ``parts`` (only the indices in ``among`` when given), one pass."""
-    out: dict[str, list[int]] = {}
-    for i in range(len(parts)) if among is None else among:
-        out.setdefault(parts[i].cls, []).append(i)
-    return out
+def group_by_label(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, starts)``: item indices grouped by label (stable), and where each label's group
+    starts (``starts[c]:starts[c + 1]``)."""
+    order = np.argsort(labels, kind="stable").astype(np.int64)
+    starts = np.searchsorted(labels[order], np.arange(n_classes + 1)).astype(np.int64)
+    return order, starts
 
 
-def background_pools(
-    reader: CacheReader, foregrounds: Sequence[Part], classes: Sequence[str], cfg: RecombineConfig, split: str
-) -> tuple[dict[str, int], list[int], dict[str, list[int]]]:
-    """``(bg_index, pool_all, pool_class)``: each background key's index, the backgrounds
-    ``background="all"`` draws from, and those ``"same"`` draws from per class.
+@dataclass(frozen=True)
+class Pools:
+    """The backgrounds a foreground may draw.
 
-    Backgrounds whose object covered ``pruning_ratio`` or more are left out; where that leaves
-    none (of a class, or at all), the unpruned ones are used, with a warning.
+    Attributes:
+        all: background indices for ``background="all"``.
+        by_class: background indices for ``"same"``, grouped by class.
+        starts: ``(n_classes + 1,)`` offsets into ``by_class``.
     """
-    keys = [p.key for p in foregrounds]
-    bgs = reader.backgrounds
-    ratios = reader.ratios
-    bg_index = {p.key: i for i, p in enumerate(bgs)}
-    keep = [i for i, p in enumerate(bgs) if ratios.get(p.key, 1.0) < cfg.pruning_ratio]
+
+    all: np.ndarray
+    by_class: np.ndarray
+    starts: np.ndarray
+
+    def of_class(self, label: int) -> np.ndarray:
+        """The ``"same"`` pool of class ``label`` (a view)."""
+        return self.by_class[self.starts[label] : self.starts[label + 1]]
+
+
+def background_pools(reader: CacheReader, cfg: RecombineConfig, split: str) -> Pools:
+    """The pools of ``reader``'s split under ``cfg``'s ``background`` and ``pruning_ratio``.
+
+    Backgrounds whose object covered ``pruning_ratio`` or more (or that have no ratio) are left
+    out; where that leaves none (of a class, or at all), the unpruned ones are used, with a warning.
+    """
+    n_bg, n_classes = len(reader.bg), len(reader.classes)
     if cfg.background == "orig":
-        missing = [k for k in keys if k not in bg_index]
-        if missing:
+        missing = np.flatnonzero(reader.fg_bg < 0)
+        if len(missing):
             raise CacheFormatError(
-                f"background='orig' but {len(missing)} foreground(s) have no background, e.g. {missing[0]}"
+                f"background='orig' but {len(missing)} foreground(s) have no background, "
+                f"e.g. {reader.fg_key(int(missing[0]))}"
             )
-    if not bgs and cfg.background != "orig":
+    if not n_bg and cfg.background != "orig":
         raise CacheFormatError(f"the {split} split has no backgrounds")
-    pool_all = keep or list(range(len(bgs)))
-    if not keep and bgs:
-        log.warning("pruning_ratio=%s removes every background; using all of them", cfg.pruning_ratio)
-    # One pass over the backgrounds (a per-class scan would cost classes x backgrounds: ~10^9
-    # steps for ImageNet).
-    all_by_class = indices_by_class(bgs)
-    kept_by_class = indices_by_class(bgs, keep)
-    pool_class: dict[str, list[int]] = {}
-    fg_classes = {p.cls for p in foregrounds}
-    for c in classes:
-        kept = kept_by_class.get(c, [])
-        if c not in fg_classes:  # a class without objects: its backgrounds only serve "all"
-            pool_class[c] = kept or all_by_class.get(c, [])
-            continue
-        if not kept:
-            kept = all_by_class.get(c, [])
-            if cfg.background == "same":
-                if not kept:
+    keep = np.where(reader.bg_has_ratio, reader.bg_ratio, 1.0) < cfg.pruning_ratio
+    pool_all = np.flatnonzero(keep).astype(np.int64)
+    if not len(pool_all):
+        if n_bg:
+            log.warning("pruning_ratio=%s removes every background; using all of them", cfg.pruning_ratio)
+        pool_all = np.arange(n_bg, dtype=np.int64)
+    order, starts = group_by_label(reader.bg.labels, n_classes)
+    has_fg = np.zeros(n_classes, dtype=bool)
+    has_fg[reader.fg.labels] = True
+    parts: list[np.ndarray] = []
+    for c in range(n_classes):
+        members = order[starts[c] : starts[c + 1]]
+        kept = members[keep[members]]
+        if not len(kept):
+            if has_fg[c] and cfg.background == "same":
+                if not len(members):
                     raise CacheFormatError(
-                        f"background='same' but class {c!r} has no background in the {split} split"
+                        f"background='same' but class {reader.classes[c]!r} has no background "
+                        f"in the {split} split"
                     )
                 log.warning(
                     "class %s: every background pruned (pruning_ratio=%s); using its unpruned ones",
-                    c,
+                    reader.classes[c],
                     cfg.pruning_ratio,
                 )
-        pool_class[c] = kept
-    return bg_index, pool_all, pool_class
+            kept = members  # a class without objects: its backgrounds only serve "all"
+        parts.append(kept)
+    by_class = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(n_classes + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return Pools(pool_all, by_class, offsets)

@@ -3,7 +3,6 @@ does with lines a crash or another system left behind."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat

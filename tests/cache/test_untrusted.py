@@ -134,3 +134,18 @@ def test_damage_inside_a_release_zip_is_named_with_its_member(built_cache, tmp_p
     with zipfile.ZipFile(zipped / f"foregrounds_{dmg.SPLIT}.zip", "a") as z:
         z.writestr("../../evil/x.WEBP", b"x")
     assert any("unexpected member path" in str(p) for p in verify_cache(zipped))
+
+
+def test_foreground_without_alpha_is_decoded_and_warned_once(cache_copy, tmp_path, caplog) -> None:
+    """An RGB file where an RGBA one belongs decodes fully opaque (as an object filling its box does):
+    training may use it, but it is said once per file, and verify names it by its alpha share."""
+    import logging
+
+    dmg.damage_rgb_foreground(cache_copy, tmp_path)
+    reader = CacheReader(cache_copy, dmg.SPLIT)
+    i = [reader.fg_key(j) for j in range(len(reader.fg))].index(dmg.KEY)
+    with caplog.at_level(logging.WARNING, logger="forcomp.cache.reader"):
+        for _ in range(3):
+            assert bool((reader.decode_fg(i)[3] == 255).all())
+    said = [r.getMessage() for r in caplog.records if "no alpha channel" in r.getMessage()]
+    assert len(said) == 1 and f"{dmg.CLS}/{dmg.STEM}.WEBP" in said[0]

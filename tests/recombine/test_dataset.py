@@ -61,12 +61,12 @@ def test_background_modes_draw_from_the_right_pools(cache):
         ds = ForComp(cache, "val", size=48, background=mode, seed=0)
         for i in range(len(ds)):
             for e in range(3):
-                ds.set_epoch(e)
-                assert _bg_class(ds[i][0]) == ds.foregrounds[i].cls
+                ds.epoch = e
+                assert _bg_class(ds[i][0]) == ds.classes[int(ds.labels[i])]
     ds = ForComp(cache, "val", size=48, background="all", seed=0)
     seen = set()
     for e in range(6):
-        ds.set_epoch(e)
+        ds.epoch = e
         seen |= {_bg_class(ds[i][0]) for i in range(len(ds))}
     assert seen == set(CLASS_BG)
 
@@ -75,12 +75,16 @@ def test_pruning_removes_large_object_backgrounds(tmp_path, caplog):
     ratios = {f"n00000001/img{i}.JPEG": 0.9 for i in range(3)} | {"n00000002/img0.JPEG": 0.85}
     cache = make_cache(tmp_path / "c", ratios=ratios)
     ds = ForComp(cache, "val", size=48, background="all", pruning_ratio=0.8, seed=0)
-    pruned = {ds.reader.backgrounds[i].key for i in ds.pool_all}
+    pruned = {ds.reader.bg_key(int(i)) for i in ds.pools.all}
     assert not pruned & set(ratios) and len(pruned) == 9 - 4
     with caplog.at_level(logging.WARNING):
         same = ForComp(cache, "val", size=48, background="same", pruning_ratio=0.8, seed=0)
     assert "every background pruned" in caplog.text  # class 1 falls back to its own backgrounds
-    assert len(same.pool_class["n00000001"]) == 3 and len(same.pool_class["n00000002"]) == 2
+    label = same.class_to_idx
+    assert (
+        len(same.pools.of_class(label["n00000001"])) == 3
+        and len(same.pools.of_class(label["n00000002"])) == 2
+    )
 
 
 def test_rel_jut_out_bounds(cache):
@@ -91,7 +95,7 @@ def test_rel_jut_out_bounds(cache):
         from forcomp.recombine.dataset import collate_parts
 
         for e in range(20):
-            ds.set_epoch(e)
+            ds.epoch = e
             parts = collate_parts([ds.load_parts(i) for i in range(len(ds))])
             p = rec.make_params(parts)
             vis_w = (
@@ -190,7 +194,7 @@ def test_reads_fornet_zips(cache, tmp_path):
     z = zip_cache(cache, tmp_path / "zipped")
     a = ForComp(cache, "val", size=32, seed=0)
     b = ForComp(z, "val", size=32, seed=0)
-    assert b.reader.mode == "zip" and b.keys == a.keys
+    assert b.reader.mode == "zip" and [b.key(i) for i in range(len(b))] == [a.key(i) for i in range(len(a))]
     assert all(torch.equal(a[i][0], b[i][0]) for i in range(len(a)))
 
 
@@ -202,7 +206,7 @@ def test_zip_member_cannot_escape(cache, tmp_path):
         f.writestr("../../../evil.WEBP", b"x")
         f.writestr("val/foregrounds/../evil.WEBP", b"x")
     ds = ForComp(z, "val", size=32)
-    assert len(ds) == 9 and all(".." not in k for k in ds.keys)
+    assert len(ds) == 9 and all(".." not in ds.key(i) for i in range(len(ds)))
 
 
 def test_fg_transform_v2_and_albumentations(cache):

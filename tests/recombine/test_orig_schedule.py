@@ -1,4 +1,4 @@
-"""``orig_img_prob`` schedules over epochs through ``set_epoch``, on a cache without forcomp's index
+"""``orig_img_prob`` schedules over epochs through ``ds.epoch``, on a cache without forcomp's index
 (a ForNet release) where the original images come from ``orig_root``."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _originals(ds: ForComp) -> list[bool]:
 
 
 @pytest.mark.parametrize(("schedule", "first", "last"), [("linear", 0.0, 1.0), ("revlinear", 1.0, 0.0)])
-def test_schedule_follows_set_epoch(
+def test_schedule_follows_the_epoch(
     release: tuple[Path, Path], schedule: str, first: float, last: float
 ) -> None:
     source, cache = release
@@ -38,7 +38,7 @@ def test_schedule_follows_set_epoch(
                  return_masks=True, crop_scale=None, hflip_prob=0.0)  # fmt: skip
     shares = []
     for epoch in range(5):
-        ds.set_epoch(epoch)
+        ds.epoch = epoch
         shares.append(float(np.mean(_originals(ds))))
     assert shares[0] == first and shares[4] == last  # p = 0 and p = 1 are exact
     assert 0.0 < shares[2] < 1.0 or len(ds) < 4  # halfway: some of each
@@ -50,8 +50,8 @@ def test_original_is_the_source_image_from_orig_root(release: tuple[Path, Path])
                  crop_scale=None, hflip_prob=0.0)  # fmt: skip
     for i in range(len(ds)):
         img, _, mask = ds[i]
-        part = ds.foregrounds[i]
-        src = next((source / part.cls).glob(part.stem + ".*"))
+        cls, stem = ds.classes[int(ds.labels[i])], ds.reader.fg.stems[i]
+        src = next((source / cls).glob(stem + ".*"))
         pil = Image.open(src).convert("RGB")
         s = max(64 / pil.width, 64 / pil.height)
         w, h = round(pil.width * s), round(pil.height * s)

@@ -112,7 +112,7 @@ def forcomp_fast(cache: Path, n: int, seed: int) -> list[tuple[np.ndarray, np.nd
     ds = ForComp(cache, "train", size=SIZE, seed=seed, return_masks=True)
     out = []
     for k in range(n):
-        ds.set_epoch(k // len(ds))
+        ds.epoch = k // len(ds)
         img, _, m = ds[k % len(ds)]
         out.append((img.numpy(), m.numpy()))
     return out
@@ -124,7 +124,7 @@ def forcomp_per_sample(cache: Path, n: int, seed: int) -> list[tuple[np.ndarray,
     ds = ForComp(cache, "train", size=None, seed=seed, return_masks=True, transform=tf)
     out = []
     for k in range(n):
-        ds.set_epoch(k // len(ds))
+        ds.epoch = k // len(ds)
         img, _, m = ds[k % len(ds)]
         out.append((img.float().numpy() / 255, m.float().numpy()))
     return out
