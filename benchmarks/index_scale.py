@@ -65,34 +65,43 @@ print(json.dumps({"what": what, "seconds": dt, "added_bytes": rss() - base, "ite
 EPOCH = r"""
 import json, os, sys
 import torch
-from torch.utils.data import DataLoader, Dataset
-from forcomp.recombine.dataset import ForComp
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 def private_bytes():
     total = 0
     for line in open("/proc/self/smaps_rollup"):
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1]) * 1024
     return total
-cache, n = sys.argv[1], int(sys.argv[2])
-ds = ForComp(cache, "train", size=224)
-class Touch(Dataset):
-    def __len__(self): return min(n, len(ds))
-    def __getitem__(self, i):
+what, cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if what == "imagefolder":
+    from torchvision.datasets import ImageFolder
+    ds = ImageFolder(os.path.join(cache, "train", "backgrounds"))
+    def touch(i):
+        path, label = ds.samples[i]  # what ImageFolder.__getitem__ reads of its index
+else:
+    from forcomp.recombine.dataset import ForComp
+    ds = ForComp(cache, "train", size=224)
+    def touch(i):
         # what load_parts reads of the index for item i, without decoding any file
         label = int(ds.labels[i])
         ds.key(i), float(ds.reader.fg_ratio[i]), ds.pools.of_class(label)[:1], int(ds.reader.fg_bg[i])
-        if i % 50000 == 0 or i == len(self) - 1:
-            return torch.tensor([i, private_bytes()])
-        return torch.tensor([i, -1])
+class Touch(Dataset):
+    calls = 0
+    def __len__(self): return min(n, len(ds))
+    def __getitem__(self, i):
+        touch(i)
+        Touch.calls += 1
+        mem = private_bytes() if Touch.calls % 5000 == 1 else -1
+        return torch.tensor([get_worker_info().id, Touch.calls, mem])
 gen = torch.Generator().manual_seed(0)
 dl = DataLoader(Touch(), batch_size=1000, num_workers=2, shuffle=True, generator=gen)
-per = {}
+first, last = {}, {}
 for b in dl:
-    for i, m in b.tolist():
+    for w, c, m in b.tolist():
         if m >= 0:
-            per.setdefault("samples", []).append(m)
-s = per.get("samples", [0])
-print(json.dumps({"first_private": s[0], "last_private": max(s), "max_private": max(s)}))
+            first.setdefault(w, m)
+            last[w] = m
+print(json.dumps({"first_private": max(first.values()), "last_private": max(last.values())}))
 """
 
 
@@ -170,15 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         mem = statistics.median(r["added_bytes"] for r in ok)
         result["rows"][what] = {"seconds": sec, "added_bytes": mem, "runs": ok}
         print(f"{what:<14}{sec:>18.2f}{mem / 1e6:>20.0f}{mem / base_mem:>20.2f}")
-    epoch = run_child(EPOCH, str(cache), str(args.epoch_items))
-    result["worker_epoch"] = epoch
-    if "error" in epoch:
-        print(f"worker memory over an epoch: failed: {epoch['error']}")
-    else:
-        print(
-            f"worker private memory over {args.epoch_items} items: "
-            f"start {epoch['first_private'] / 1e6:.0f} MB, max {epoch['max_private'] / 1e6:.0f} MB"
-        )
+    result["worker_epoch"] = {}
+    for what in ("imagefolder", "forcomp"):
+        epoch = run_child(EPOCH, what, str(cache), str(args.epoch_items))
+        result["worker_epoch"][what] = epoch
+        if "error" in epoch:
+            print(f"{what}: worker memory over an epoch failed: {epoch['error']}")
+        else:
+            print(
+                f"{what}: DataLoader worker private memory over {args.epoch_items} items (2 workers): "
+                f"first batch {epoch['first_private'] / 1e6:.0f} MB, "
+                f"last {epoch['last_private'] / 1e6:.0f} MB"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

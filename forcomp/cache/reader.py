@@ -37,7 +37,7 @@ import torch
 from forcomp.cache.images import decode_background, decode_foreground, has_alpha_channel
 from forcomp.cache.layout import BG_EXT, FG_EXT, UNSAFE_CHAR, CacheLayout, safe_component
 from forcomp.cache.problems import Problem
-from forcomp.cache.table import PartTable, StringTable
+from forcomp.cache.table import PartTable, StringTable, release_free_memory
 from forcomp.errors import CacheFormatError, ForcompError, UnsafePathError
 from forcomp.safe_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -49,6 +49,7 @@ from forcomp.safe_files import (
 )
 
 log = logging.getLogger(__name__)
+LARGE_SPLIT = 100_000  # items from which the memory freed after listing is handed back (a few ms)
 
 
 class BadItemError(ForcompError):
@@ -166,6 +167,8 @@ class CacheReader:
         self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
         self._sources: dict[str, str] | None = None
         self._opaque_warned: set[str] = set()
+        if len(self.bg) + len(self.fg) >= LARGE_SPLIT:
+            release_free_memory()
 
     def _build_tables(self, fg: _Listing, bg: _Listing, ratios: dict[str, float]) -> None:
         """Arrays of the usable items, in key order; foregrounds without a valid ratio left out.
