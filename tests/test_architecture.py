@@ -183,6 +183,7 @@ GROUPS: dict[str, str] = {
     "forcomp.version": "base",
     "forcomp.weights": "base",
     "forcomp.decode": "base",
+    "forcomp.safe_files": "base",
     "forcomp.models": "base",
     "forcomp.cache": "cache",
     "forcomp.recombine": "recombine",

@@ -36,6 +36,7 @@ import torch
 
 from forcomp.cache.images import decode_background, decode_foreground, has_alpha_channel
 from forcomp.cache.layout import BG_EXT, FG_EXT, UNSAFE_CHAR, CacheLayout, safe_component
+from forcomp.cache.pack import Packed, decode_qoi, load_packed
 from forcomp.cache.problems import Problem
 from forcomp.cache.table import PartTable, StringTable, release_free_memory
 from forcomp.errors import CacheFormatError, ForcompError, UnsafePathError
@@ -101,7 +102,8 @@ class CacheReader:
     """Lists, validates and reads the foregrounds and backgrounds of ``root``'s ``split``.
 
     Attributes:
-        mode: ``"folder"`` or ``"zip"``.
+        mode: ``"folder"``, ``"zip"``, or ``"packed"`` (the split's packed form, see
+            :mod:`forcomp.cache.pack`; ``packed=False`` reads the folders or zips even when one exists).
         classes: sorted class names (label = index, as torchvision's ``ImageFolder``).
         fg, bg: the usable foregrounds and backgrounds (:class:`~forcomp.cache.table.PartTable`),
             each sorted by key.
@@ -123,6 +125,7 @@ class CacheReader:
         split: str = "train",
         *,
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        packed: bool = True,
     ) -> None:
         self.layout = CacheLayout(Path(root), split)
         self.split = split
@@ -137,6 +140,13 @@ class CacheReader:
             )
         if not lay.root.is_dir():
             raise CacheFormatError(f"cache {lay.root} does not exist")
+        self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
+        self._sources: dict[str, str] | None = None
+        self._opaque_warned: set[str] = set()
+        self._packed = load_packed(lay) if packed else None
+        if self._packed is not None:
+            self._use_packed(self._packed)
+            return
         if lay.fg_dir.is_dir() and lay.bg_dir.is_dir():
             self.mode = "folder"
             fg = self._list_dir(lay.fg_dir, FG_EXT)
@@ -164,11 +174,20 @@ class CacheReader:
                 f"the {split} split of {lay.root} has no usable foregrounds"
                 + (f" ({len(self.problems)} problem(s), e.g. {self.problems[0]})" if self.problems else "")
             )
-        self._zips: dict[int, dict[str, zipfile.ZipFile]] = {}
-        self._sources: dict[str, str] | None = None
-        self._opaque_warned: set[str] = set()
         if len(self.bg) + len(self.fg) >= LARGE_SPLIT:
             release_free_memory()
+
+    def _use_packed(self, packed: Packed) -> None:
+        """Take the split's arrays from its packed form (no listing, no per-file opens)."""
+        self.mode = "packed"
+        self.classes = packed.classes
+        self.fg, self.bg = packed.fg, packed.bg
+        self.fg_ratio, self.fg_bg = packed.fg_ratio, packed.fg_bg
+        self.bg_ratio, self.bg_has_ratio = packed.bg_ratio, packed.bg_has_ratio
+        self.problems = list(packed.problems)
+        log.info(
+            "%s: reading the packed form of the %s split (%s)", self.layout.root, self.split, packed.path
+        )
 
     def _build_tables(self, fg: _Listing, bg: _Listing, ratios: dict[str, float]) -> None:
         """Arrays of the usable items, in key order; foregrounds without a valid ratio left out.
@@ -462,6 +481,11 @@ class CacheReader:
     def _read(self, kind: str, i: int) -> bytes:
         table = self.fg if kind == "fg" else self.bg
         name = self.fg_name(i) if kind == "fg" else self.bg_name(i)
+        if self._packed is not None:
+            blob = self._packed.payload(i if kind == "fg" else len(self.fg) + i)
+            if blob is None:
+                raise BadItemError(name, "refused when the split was packed (forcomp verify says why)")
+            return bytes(blob)
         try:
             if table.members is not None:
                 return self._zip(kind).read(table.members[i])
@@ -481,6 +505,11 @@ class CacheReader:
         """Foreground ``i`` as ``(4, h, w)`` uint8 RGBA, or :class:`BadItemError` naming it and why."""
         name = self.fg_name(i)
         data = self.fg_bytes(i)
+        if self._packed is not None:  # lossless QOI of the decoded foreground
+            try:
+                return decode_qoi(data, name, max_pixels=self.max_pixels)
+            except ForcompError as e:
+                raise BadItemError(name, str(e).removeprefix(f"{name}: ")) from None
         try:
             out = decode_foreground(data, name, max_pixels=self.max_pixels)
         except ForcompError as e:
@@ -531,5 +560,5 @@ class CacheReader:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_zips"] = {}  # open zip handles never cross a process boundary
+        state["_zips"] = {}  # open zip handles (and the packed form's mappings) stay in their process
         return state

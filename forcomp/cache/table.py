@@ -51,6 +51,27 @@ class StringTable(Sequence[str]):
         for a, b in zip(off[:-1], off[1:], strict=True):
             yield data[a:b].decode("utf-8", "surrogateescape")
 
+    @classmethod
+    def from_arrays(cls, buffer: np.ndarray, offsets: np.ndarray) -> StringTable:
+        """A table from :attr:`buffer` and :attr:`offsets` as saved (checked: offsets increase
+        from 0 to the buffer's length)."""
+        buf, off = np.asarray(buffer, dtype=np.uint8), np.asarray(offsets, dtype=np.int64)
+        if off.ndim != 1 or not len(off) or off[0] != 0 or off[-1] != len(buf) or (np.diff(off) < 0).any():
+            raise ValueError("string table offsets do not describe the buffer")
+        table = cls.__new__(cls)
+        table._buf, table._off = buf, off
+        return table
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """The UTF-8 bytes of all strings, one after the other."""
+        return self._buf
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(N + 1,)`` where each string starts (and the last ends) in :attr:`buffer`."""
+        return self._off
+
     @property
     def nbytes(self) -> int:
         return int(self._buf.nbytes + self._off.nbytes)

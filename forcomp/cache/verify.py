@@ -17,6 +17,7 @@ from forcomp.cache.atomic import TMP_DIRNAME
 from forcomp.cache.images import has_alpha_channel
 from forcomp.cache.index import merge_records, recorded_sources, scan_index
 from forcomp.cache.layout import BG_EXT, SPLITS, CacheLayout
+from forcomp.cache.packing import check_packed
 from forcomp.cache.problems import Problem
 from forcomp.cache.reader import BadItemError, CacheReader
 from forcomp.errors import CacheFormatError
@@ -40,7 +41,7 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
     release in folders or zips: everything the loader would leave out, substitute or refuse, and
     every disagreement between the files, the ratios and forcomp's index."""
     try:
-        reader = CacheReader(layout.root, layout.split)
+        reader = CacheReader(layout.root, layout.split, packed=False)
     except CacheFormatError as e:
         return [Problem(str(layout.split_dir), str(e))]
     problems: list[Problem] = list(reader.problems)
@@ -125,7 +126,7 @@ def verify_split(layout: CacheLayout, *, ratio_tol: float = 1e-6) -> list[Proble
                     str(layout.ratios_path), f"{key}: ratio {float(reader.fg_ratio[i])} != index {rec.ratio}"
                 )
             )
-    return problems
+    return problems + check_packed(reader)
 
 
 def _ratio_problem(problems: list[Problem], key: str) -> bool:
