@@ -1,8 +1,8 @@
-"""Command line: ``forcomp build | info | verify | preview | demo | backends | evaluate | compare``.
+"""The ``forcomp`` command: build, info, verify, preview, demo, backends, evaluate, compare.
 
 Parsing only: each subcommand calls one library function. Exit codes: 0 success; 1 finished but
 some inputs failed (build) or problems were found (verify); 2 could not run at all (bad arguments,
-unreadable source, missing weights, unusable cache).
+unreadable source, missing weights, unusable cache, unavailable device).
 """
 
 from __future__ import annotations
@@ -21,6 +21,19 @@ EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE = 0, 1, 2
 
 
 _FROM_REGISTRY = "(listed from the backend registry)"
+
+DESCRIPTION = (
+    "Recombine foregrounds and backgrounds to train and audit image classifiers (ForAug/ForNet). "
+    "Typical flow: 'forcomp build' segments every image of an ImageFolder and inpaints its background "
+    "into a cache; 'forcomp verify' and 'forcomp preview' check it; training reads it with "
+    "forcomp.ForComp; 'forcomp evaluate' measures a classifier's background, foreground, center and "
+    "size biases on it."
+)
+EPILOG = (
+    "Exit codes: 0 success; 1 finished, but some inputs failed (build) or problems were found (verify); "
+    "2 could not run at all (bad arguments, unreadable source, missing weights, unusable cache, "
+    "unavailable device). 'forcomp COMMAND --help' describes each command."
+)
 
 
 class _BackendHelpFormatter(argparse.HelpFormatter):
@@ -52,7 +65,13 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", type=Path, help="ImageFolder root: SOURCE/<class>/<image>")
     p.add_argument("cache", type=Path, help="cache root (created if missing)")
-    p.add_argument("--split", choices=["train", "val"], default="train")
+    p.add_argument(
+        "--split",
+        choices=["train", "val"],
+        default="train",
+        help="the cache split to write; build each split from its own images, e.g. SOURCE=imagenet/train "
+        "with --split train and SOURCE=imagenet/val with --split val (default: %(default)s)",
+    )
     p.add_argument("--segmenter", default="auto", help=_FROM_REGISTRY)
     p.add_argument("--inpainter", default="auto", help=_FROM_REGISTRY)
     p.add_argument("--scorer", default=None, help=_FROM_REGISTRY)
@@ -62,17 +81,46 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available for models)"
     )
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=1, help="CPU worker processes (local engine)")
-    p.add_argument("--shard", default="0/1", help="process slice I of N (0-based), e.g. 3/8")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images per segmentation/inpainting batch; lower it if a model runs out of memory "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="CPU worker processes (local engine; default: %(default)s)"
+    )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="process slice I of N (0-based), e.g. 3/8 for one task of a job array (default: %(default)s, "
+        "everything)",
+    )
     p.add_argument("--no-resume", action="store_true", help="redo items already in the cache")
     p.add_argument(
-        "--max-image-pixels", type=int, default=89_478_485, help="refuse larger images (bomb guard)"
+        "--max-image-pixels",
+        type=int,
+        default=89_478_485,
+        help="refuse larger source images (decompression-bomb guard; default: %(default)s)",
     )
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (engine ray)")
-    p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (engine ray)")
-    p.add_argument("--concurrency", type=int, default=2, help="Ray actors (engine ray)")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: worker processes on this machine; ray: a Ray cluster (forcomp[ray]) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--address", default=None, help="Ray cluster address (engine ray; default: start a local Ray)"
+    )
+    p.add_argument(
+        "--num-gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per Ray actor (engine ray; default: %(default)s)",
+    )
+    p.add_argument("--concurrency", type=int, default=2, help="Ray actors (engine ray; default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build)
 
@@ -115,7 +163,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="items per split and class, failures, what produced the cache")
-    p.add_argument("cache", type=Path)
+    p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_info)
 
@@ -145,30 +193,110 @@ def _check_cache_dir(cache: Path) -> None:
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check every file and invariant; exit 1 listing each problem")
-    p.add_argument("cache", type=Path)
-    p.add_argument("--split", choices=["train", "val"], action="append", help="only these splits")
+    p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
+    p.add_argument(
+        "--split",
+        choices=["train", "val"],
+        action="append",
+        help="check only this split (repeat for both; default: every split the cache has)",
+    )
     p.set_defaults(func=_cmd_verify)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from forcomp.cache.verify import format_report, verify_cache
+    from forcomp.cache.verify import format_report, splits_present, verify_cache
 
     _check_cache_dir(args.cache)
-    problems = verify_cache(args.cache, args.split)
+    wanted = list(dict.fromkeys(args.split)) if args.split else None
+    if wanted is not None:
+        present = splits_present(args.cache)
+        missing = [s for s in wanted if s not in present]
+        if missing:  # a build of another split's source would not add it: name the one to build
+            report = [
+                format_report(verify_cache(args.cache, [s]), args.cache) for s in wanted if s in present
+            ]
+            print("\n".join([*report, *(missing_split_message(args.cache, s, present) for s in missing)]))
+            return EXIT_PARTIAL
+    problems = verify_cache(args.cache, wanted)
     print(format_report(problems, args.cache))
     return EXIT_PARTIAL if problems else EXIT_OK
 
 
+def missing_split_message(cache: Path, split: str, present: Sequence[str]) -> str:
+    """What ``forcomp verify --split SPLIT`` says when the cache has no such split."""
+    has = f"it has only {', '.join(present)}" if present else "it has no split yet"
+    return (
+        f"{cache}: no {split} split ({has})\n"
+        f"to fix: build the {split} split from the {split} images, e.g.\n"
+        f"  forcomp build SOURCE_{split.upper()} {cache} --split {split}"
+    )
+
+
+def _add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="write the packed training form beside the cache (one data file and an array index per split)",
+        description=(
+            "Write CACHE/<split>/packed/: every foreground as lossless QOI (4x faster to decode than "
+            "WEBP), every background as its JPEG bytes, and the split's arrays, so a training run needs "
+            "no directory listing and no per-file open. The ForNet-format cache stays as it is; ForComp "
+            "reads the packed form when it is as new as the cache, and forcomp verify checks it against "
+            "the cache. Resumable: a rerun continues a killed one."
+        ),
+    )
+    p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
+    p.add_argument(
+        "--split",
+        choices=["train", "val"],
+        action="append",
+        help="pack only this split (repeat for both; default: every split the cache has)",
+    )
+    p.set_defaults(func=_cmd_pack)
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from forcomp.cache.packing import pack_split
+    from forcomp.cache.verify import splits_present
+
+    _check_cache_dir(args.cache)
+    present = splits_present(args.cache)
+    wanted = list(dict.fromkeys(args.split)) if args.split else present
+    missing = [s for s in wanted if s not in present]
+    if missing:
+        print("\n".join(missing_split_message(args.cache, s, present) for s in missing), file=sys.stderr)
+        return EXIT_UNUSABLE
+    refused = 0
+    for split in wanted:
+        summary = pack_split(args.cache, split)
+        print(summary.format())
+        refused += len(summary.refused)
+    return EXIT_PARTIAL if refused else EXIT_OK
+
+
 def _add_preview(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="PNG grid: source / foreground / background / recombinations")
-    p.add_argument("cache", type=Path)
-    p.add_argument("--out", type=Path, default=Path("preview.png"))
+    p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
     p.add_argument(
-        "--split", choices=["train", "val"], default=None, help="default: val if the cache has it, else train"
+        "--out", type=Path, default=Path("preview.png"), help="PNG file to write (default: %(default)s)"
     )
-    p.add_argument("--rows", type=int, default=5)
-    p.add_argument("--recombinations", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split",
+        choices=["train", "val"],
+        default=None,
+        help="split to show (default: val if the cache has it, else train)",
+    )
+    p.add_argument(
+        "--rows", type=int, default=5, help="foregrounds shown, one per row (default: %(default)s)"
+    )
+    p.add_argument(
+        "--recombinations",
+        type=int,
+        default=4,
+        help="recombined images per row, drawn as ForComp draws them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="which rows and recombinations are drawn (default: %(default)s)"
+    )
     p.set_defaults(func=_cmd_preview)
 
 
@@ -195,8 +323,13 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build a cache from scikit-image's sample photos and write a preview")
-    p.add_argument("--out", type=Path, default=Path("demo_out"))
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_out"),
+        help="output folder: source/, cache/ and preview.png (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -223,10 +356,26 @@ def _add_backends(sub: argparse._SubParsersAction) -> None:
         help="load every usable backend, run it on sample photos and on generated scenes with known "
         "truth; write a preview grid and report timings, mask IoU and hole PSNR",
     )
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N for the model backends (--check)")
-    p.add_argument("--out", type=Path, default=Path("backends_check"), help="output folder (--check)")
-    p.add_argument("--photos", type=int, default=3, help="sample photos in the preview (--check, 1-4)")
-    p.add_argument("--scenes", type=int, default=12, help="generated known-truth scenes (--check)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu | cuda | cuda:N for the model backends (--check; default: CUDA if available)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backends_check"),
+        help="output folder (--check; default: %(default)s)",
+    )
+    p.add_argument(
+        "--photos",
+        type=int,
+        default=3,
+        help="sample photos in the preview (--check, 1-4; default: %(default)s)",
+    )
+    p.add_argument(
+        "--scenes", type=int, default=12, help="generated known-truth scenes (--check; default: %(default)s)"
+    )
     p.set_defaults(func=_cmd_backends)
 
 
@@ -261,14 +410,15 @@ class _Unusable(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forcomp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="forcomp", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"forcomp {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
         _add_build,
         _add_info,
         _add_verify,
+        _add_pack,
         _add_preview,
         _add_demo,
         _add_backends,

@@ -101,3 +101,13 @@ def test_an_item_refused_when_packing_is_replaced_in_training_as_from_the_folder
     assert ds.reader.mode == "packed"
     labels = [int(y) for _, y in ds.loader(4, shuffle=False) for y in y]
     assert len(labels) == len(ds) and ds.decode_failures == 1
+
+
+def test_forcomp_pack_command(cache_copy, capsys) -> None:
+    from forcomp.cli import main
+
+    assert main(["pack", str(cache_copy)]) == 0
+    assert "packed 9 foregrounds and 9 backgrounds" in capsys.readouterr().out
+    assert CacheReader(cache_copy, dmg.SPLIT).mode == "packed"
+    assert main(["pack", str(cache_copy), "--split", "train"]) == 2
+    assert "no train split" in capsys.readouterr().err
