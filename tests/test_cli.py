@@ -199,3 +199,64 @@ def test_listing_backends_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _subparsers() -> dict:
+    import argparse
+
+    from forcomp.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"": parser, **sub.choices}
+
+
+def test_every_option_has_help_that_shows_its_default():
+    import argparse
+
+    commands = _subparsers()
+    assert {"build", "info", "verify", "preview", "demo", "backends", "evaluate", "compare"} <= set(commands)
+    for name, parser in commands.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(
+                action, argparse._HelpAction | argparse._VersionAction | argparse._SubParsersAction
+            ):
+                continue
+            where = f"forcomp {name} {action.option_strings or action.dest}"
+            assert action.help and action.help.strip(), f"{where}: no help"
+            text = formatter._expand_help(action)  # the help as printed, %(default)s filled in
+            takes_value = action.nargs != 0
+            if takes_value and action.option_strings and not action.required:
+                assert "default" in text, f"{where}: help does not say its default: {text!r}"
+                if action.default not in (None, [], ""):
+                    shown = str(action.default)
+                    assert shown in text, f"{where}: default {shown!r} not shown in {text!r}"
+
+
+def test_help_texts_have_no_markup_and_name_no_missing_file():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name, parser in _subparsers().items():
+        text = parser.format_help()
+        assert "`" not in text, f"forcomp {name} --help shows markup: {text}"
+        assert "%%" not in text and "%(" not in text, f"forcomp {name} --help shows a format escape: {text}"
+        # documents (README.md, METRICS.md, docs/...), not the report.md that evaluate writes
+        for ref in re.findall(r"\b(?:docs/[\w./-]+|[A-Z][A-Z_]+)\.md\b", text):
+            assert (root / ref).is_file(), f"forcomp {name} --help points at {ref}, not in the repository"
+    assert "docs/metrics.md" in _subparsers()["evaluate"].format_help()
+
+
+def test_verify_of_a_split_the_cache_lacks_names_the_build_that_adds_it(built_cache, capsys):
+    _, cache = built_cache  # a val split only
+    assert main(["verify", str(cache), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert f"{cache}: no train split (it has only val)" in out
+    assert f"forcomp build SOURCE_TRAIN {cache} --split train" in out
+    assert "--split val" not in out  # rebuilding the val source would not add a train split
+    assert main(["verify", str(cache), "--split", "val", "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("cache OK\n") and "no train split" in out
+    assert main(["verify", str(cache), "--split", "val"]) == 0

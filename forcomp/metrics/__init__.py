@@ -24,6 +24,7 @@ _LAZY = {
     "load_report": "forcomp.metrics.report",
     "compare": "forcomp.metrics.output",
     "refresh_report": "forcomp.metrics.output",
+    "render_report_plots": "forcomp.metrics.plots",
 }
 
 __all__ = sorted(_LAZY)
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from forcomp.metrics.grids import SIZE_FACTORS, Condition, EvaluationGrid  # noqa: F401
     from forcomp.metrics.options import EvaluateOptions  # noqa: F401
     from forcomp.metrics.output import compare, refresh_report, write_report  # noqa: F401
+    from forcomp.metrics.plots import render_report_plots  # noqa: F401
     from forcomp.metrics.report import load_report  # noqa: F401
     from forcomp.models.classifiers import LoadedModel, load_model  # noqa: F401
 

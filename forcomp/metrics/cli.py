@@ -19,26 +19,46 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure background/foreground/center/size bias of a classifier; writes report + plots",
-        description="Run the controlled recombinations of the bias metrics on a cache's val split and write "
-        "DIR/report.json, DIR/report.md and PNG plots.",
+        description="Run the controlled recombinations of the bias metrics on a cache split and write "
+        "OUT/report.json, OUT/report.md and PNG plots. Each score comes with a 95% bootstrap interval and "
+        "a chance check: a score whose reference accuracy is not clearly above chance is marked not "
+        "meaningful. The metric definitions: docs/metrics.md in the forcomp repository.",
     )
     p.add_argument("--cache", type=Path, required=True, help="cache root (forcomp cache or ForNet release)")
-    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument(
+        "--split",
+        choices=["train", "val"],
+        default="val",
+        help="cache split to evaluate on; use images the model was not trained on (default: %(default)s)",
+    )
     p.add_argument(
         "--model",
         required=True,
         help="torchvision or timm model name (weights from WEIGHTS/<name>.pth), or path/to/file.py:factory, "
-        "or package.module:factory",
+        "or package.module:factory (required)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("bias_report"), help="output directory (default: bias_report)"
+        "--out", type=Path, default=Path("bias_report"), help="output directory (default: %(default)s)"
     )
     p.add_argument(
         "--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available, else cpu)"
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N items")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate a seeded random subset of N items (default: every item of the split)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the subset, the recombinations and the bootstrap: same seed, same report "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -66,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--methods",
         default="input_x_gradient,gradcam",
         help="attribution methods, comma-separated; the first is the headline "
-        "(input_x_gradient, integrated_gradients, gradcam)",
+        "(input_x_gradient, integrated_gradients, gradcam; default: %(default)s)",
     )
     p.add_argument(
         "--class-indices",
@@ -75,9 +95,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="model output index of each cache class, in sorted class order: a comma-separated list, "
         "or a JSON file holding that list or {class_name: index}. Needed when the model's outputs are "
         "not the cache's classes (ImageNet-1k models on wnid-named caches are mapped automatically); "
-        "predictions are then the argmax over the mapped outputs only",
+        "predictions are then the argmax over the mapped outputs only (default: the model's outputs are "
+        "the cache's classes, in order)",
     )
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading files")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader workers reading files (default: %(default)s, read in the main process)",
+    )
     p.add_argument(
         "--mask-smoothing-sigma",
         type=float,
@@ -85,7 +111,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="edge feathering sigma in output pixels (default: ForNet's 4.0, meant for 224 px; "
         "scale it for small inputs)",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for each 95%% interval, at least 1 (default: %(default)s)",
+    )
     p.add_argument("--no-plots", action="store_true", help="write report.json/report.md only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -96,13 +127,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Print the headline scores of several reports side by side, with a warning for any "
         "report whose accuracy is not clearly above chance. Writes nothing unless --out is given.",
     )
-    c.add_argument("reports", nargs="+", type=Path, help="report directories (from forcomp evaluate --out)")
+    c.add_argument("reports", nargs="+", type=Path, help="report directories (the --out of forcomp evaluate)")
     c.add_argument(
         "--out",
         type=Path,
         default=None,
         help="also write the comparison figure to this file (.png, .svg or .pdf; a directory gets "
-        "compare.png); without it nothing is written",
+        "compare.png) (default: none, nothing is written)",
     )
     c.add_argument("--names", default=None, help="comma-separated column names (default: directory names)")
     c.set_defaults(func=cmd_compare)

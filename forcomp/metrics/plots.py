@@ -1,5 +1,10 @@
-"""Report plots (matplotlib, Agg backend): center-bias heat map, size curve, background bars,
-attribution strip, and a comparison of several reports."""
+"""Report plots: center-bias heat map, size curve, background bars, attribution strip, and a
+comparison of several reports.
+
+Figures are drawn with matplotlib's object API (a :class:`~matplotlib.figure.Figure` on its own Agg
+canvas), never through pyplot: writing the files leaves the caller's backend and pyplot state (a
+notebook's inline figures, an interactive window) as they were.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +24,20 @@ PLOT_FILES = {
 }
 
 
-def _plt() -> Any:
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A figure on its own Agg canvas, unknown to pyplot (no backend switch, nothing to close)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors() -> list[str]:
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
 
 
 # Bar panels span at least this much around 0, so that differences of rounding size are not blown up
@@ -51,17 +63,28 @@ def _chance_level(report: dict[str, Any]) -> float:
 
 
 def _save(fig: Any, path: Path, *, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path``."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
-    _plt().close(fig)
     return path
 
 
+CHANCE_COLOR = "firebrick"
+
+
+def _chance_line(ax: Any, level: float, *, x_text: float) -> None:
+    """A dotted line at the chance accuracy, labelled "chance" (as on every accuracy axis)."""
+    if not math.isfinite(level):
+        return
+    ax.axhline(level, color=CHANCE_COLOR, ls=":", lw=1)
+    ax.text(x_text, level + 0.01, "chance", color=CHANCE_COLOR, fontsize=7, va="bottom")
+
+
 def plot_center_bias(report: dict[str, Any], path: Path) -> Path:
-    """3×3 heat map of accuracy with the object in each cell."""
-    plt = _plt()
+    """3×3 heat map of accuracy with the object in each cell; the colour bar marks chance."""
     cb = report["center_bias"]
     grid = [[_nan(v) for v in row] for row in cb["grid"]]
-    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    fig = _figure((3.8, 3.4))
+    ax = fig.subplots()
     im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
     for r in range(3):
         for c in range(3):
@@ -77,20 +100,25 @@ def plot_center_bias(report: dict[str, Any], path: Path) -> Path:
             )
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"accuracy by position\ncenter bias = {_nan(cb['score']):.3f}{_nm(cb)}", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    level = _chance_level(report)
+    if math.isfinite(level):
+        bar.ax.axhline(level, color=CHANCE_COLOR, ls=":", lw=1.5)
+        ax.set_xlabel(f"chance = {level:.2f} (dotted on the colour bar)", color=CHANCE_COLOR, fontsize=8)
     return _save(fig, path)
 
 
 def plot_size_curve(report: dict[str, Any], path: Path) -> Path:
     """Accuracy versus object-area factor (log x axis), with the f = 1 reference marked."""
-    plt = _plt()
     sb = report["size_bias"]
     xs = [float(k) for k in sb["curve"]]
     ys = [_nan(v) for v in sb["curve"].values()]
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig = _figure((4.6, 3.2))
+    ax = fig.subplots()
     ax.plot(xs, ys, "o-", color="tab:blue")
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     _size_axis(ax, xs)
+    _chance_line(ax, _chance_level(report), x_text=min(xs) if xs else 0.1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("object area factor f")
     ax.set_ylabel("top-1 accuracy")
@@ -100,8 +128,7 @@ def plot_size_curve(report: dict[str, Any], path: Path) -> Path:
 
 
 def plot_background(report: dict[str, Any], path: Path) -> Path:
-    """Accuracy per background mode with bootstrap 95% error bars."""
-    plt = _plt()
+    """Accuracy per background mode with bootstrap 95% error bars and the chance line."""
     modes = ("orig", "same", "all")
     conds = report.get("conditions", {})
     acc = [_nan(report["background_robustness"]["accuracy"][m]) for m in modes]
@@ -110,15 +137,13 @@ def plot_background(report: dict[str, Any], path: Path) -> Path:
         ci = conds.get(f"bg={m}", {}).get("ci95") or [a, a]
         lo.append(max(0.0, a - _nan(ci[0])) if ci[0] is not None else 0.0)
         hi.append(max(0.0, _nan(ci[1]) - a) if ci[1] is not None else 0.0)
-    fig, ax = plt.subplots(figsize=(3.8, 3.2))
+    fig = _figure((3.8, 3.2))
+    ax = fig.subplots()
     ax.bar(modes, acc, yerr=[lo, hi], capsize=4, color=["tab:gray", "tab:green", "tab:orange"])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("top-1 accuracy")
     br, gap = report["background_robustness"], report["bg_gap"]
-    level = _chance_level(report)
-    if math.isfinite(level):
-        ax.axhline(level, color="firebrick", ls=":", lw=1)
-        ax.text(-0.45, level + 0.01, "chance", color="firebrick", fontsize=7, va="bottom")
+    _chance_line(ax, _chance_level(report), x_text=-0.45)
     ax.set_title(
         f"background robustness = {_nan(br['score']):.3f}{_nm(br)}\n"
         f"BG-gap = {_nan(gap['score']):.1f} p.p.{_nm(gap)}",
@@ -129,11 +154,11 @@ def plot_background(report: dict[str, Any], path: Path) -> Path:
 
 def plot_attribution_examples(examples: Any, path: Path, classes: Sequence[str] = ()) -> Path:
     """One row per example: image | mask | one attribution map per method (with its focus)."""
-    plt = _plt()
     methods = list(examples.maps)
     n = examples.images.shape[0]
     cols = 2 + len(methods)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    fig = _figure((1.9 * cols, 1.9 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         img = examples.images[i].clamp(0, 1).permute(1, 2, 0).numpy()
         label = int(examples.labels[i])
@@ -182,6 +207,9 @@ def _size_axis(ax: Any, factors: Sequence[float]) -> None:
 # The comparison figure: 2 rows of 4 panels, 15 × 7.2 in at 100 dpi ≈ 1500 × 720 px (a laptop screen).
 COMPARE_FIGSIZE = (15.0, 7.2)
 COMPARE_DPI = 100
+# Size curves of several models: one marker and line style each, so that one never hides another.
+CURVE_MARKERS = ("o", "s", "^", "D", "v", "P")
+CURVE_DASHES = ("-", "--", "-.", ":")
 
 
 def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> Path:
@@ -192,11 +220,10 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
     """
     from forcomp.metrics.report import HEADLINE_ROWS, flag, headline
 
-    plt = _plt()
-    fig = plt.figure(figsize=COMPARE_FIGSIZE)
+    fig = _figure(COMPARE_FIGSIZE)
     gs = fig.add_gridspec(2, 4)
     bar_axes = [fig.add_subplot(gs[i // 4, i % 4]) for i in range(len(HEADLINE_ROWS))]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _colors()
     for ax, (key, label, _, better) in zip(bar_axes, HEADLINE_ROWS, strict=True):
         vals, errs_lo, errs_hi, marks = [], [], [], []
         for r in reports:
@@ -241,7 +268,7 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
                 textcoords="offset points",
                 ha="center",
                 fontsize=9,
-                color="firebrick",
+                color=CHANCE_COLOR,
             )
     ax = fig.add_subplot(gs[1, 2:])
     factors: set[float] = set()
@@ -249,7 +276,18 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
         curve = r.get("size_bias", {}).get("curve", {})
         xs = [float(k) for k in curve]
         factors.update(xs)
-        ax.plot(xs, [_nan(v) for v in curve.values()], "o-", ms=4, color=colors[i % len(colors)], label=name)
+        # equal curves stay visible: each model has its own marker and dash, drawn see-through
+        ax.plot(
+            xs,
+            [_nan(v) for v in curve.values()],
+            marker=CURVE_MARKERS[i % len(CURVE_MARKERS)],
+            ls=CURVE_DASHES[i % len(CURVE_DASHES)],
+            ms=7 - 1.5 * (i % 3),
+            lw=1.5,
+            alpha=0.75,
+            color=colors[i % len(colors)],
+            label=name,
+        )
     if factors:
         _size_axis(ax, sorted(factors))
     ax.axvline(1.0, color="grey", ls="--", lw=1)
@@ -267,7 +305,7 @@ def plot_comparison(reports: Sequence[dict[str, Any]], names: Sequence[str], pat
             "chance: accuracy at chance level",
             ha="center",
             fontsize=9,
-            color="firebrick",
+            color=CHANCE_COLOR,
         )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, path, dpi=COMPARE_DPI, tight=False)  # a fixed, known pixel size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +197,11 @@ def cache_identity(cache: Path, split: str, ds: Any) -> dict[str, Any]:
     }
 
 
+def absolute_path(path: str | os.PathLike[str] | None) -> str | None:
+    """``path`` made absolute against the working directory (None stays None)."""
+    return None if path is None else str(Path(path).resolve())
+
+
 def describe_run(
     options: EvaluateOptions,
     *,
@@ -212,8 +218,17 @@ def describe_run(
     seconds: float,
     device: str,
 ) -> dict[str, Any]:
-    """The report's provenance fields: what was evaluated, how, with which settings and software."""
+    """The report's provenance fields: what was evaluated, how, with which settings and software.
+
+    File paths are recorded absolute, so a report read from another working directory (or by
+    ``forcomp compare`` elsewhere) still names the files that were used.
+    """
     from forcomp.version import __version__
+
+    model = {**model, "weights": absolute_path(model.get("weights"))} if "weights" in model else model
+    settings = options.to_dict()
+    if "weights_dir" in settings:
+        settings["weights_dir"] = absolute_path(settings["weights_dir"])
 
     return {
         "n_images": n_images,
@@ -229,7 +244,7 @@ def describe_run(
         "prediction": prediction,
         "limit": options.limit,
         "recombine": dict(options.recombine or {}),
-        "options": options.to_dict(),
+        "options": settings,
         "model": model,
         "cache": cache,
         "forcomp_version": __version__,

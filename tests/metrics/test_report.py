@@ -279,3 +279,107 @@ def test_refresh_report_adds_the_chance_check_to_an_old_report(tmp_path: Path) -
     md = paths["markdown"].read_text()
     assert "**Warning: model not clearly above chance" in md
     assert "attribution_examples.png" in md and (tmp_path / "attribution_examples.png").read_bytes() == strip
+
+
+# ---------------------------------------------------------------- plots and the caller's matplotlib
+
+
+def test_plots_leave_the_callers_backend_and_pyplot_alone(tmp_path: Path, monkeypatch) -> None:
+    """A notebook's backend (inline, widget, a window) must survive writing the report's plots."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from forcomp.metrics import render_report_plots
+
+    (tmp_path / "fc_user_backend.py").write_text(
+        "from matplotlib.backend_bases import FigureManagerBase as FigureManager\n"
+        "from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = matplotlib.get_backend()
+    plt.switch_backend("module://fc_user_backend")
+    try:
+        user_fig = plt.figure()
+        calls: list = []
+        monkeypatch.setattr(matplotlib, "use", lambda *a, **k: calls.append((a, k)))
+        paths = render_report_plots(fake_report(), tmp_path, fake_examples())
+        assert set(paths) == {"center_bias", "size_curve", "background", "attribution"}
+        for p in paths.values():
+            _png_ok(p)
+        assert calls == []
+        assert matplotlib.get_backend() == "module://fc_user_backend"
+        assert plt.get_fignums() == [user_fig.number]  # no figure left open, the user's still current
+        assert plt.gcf() is user_fig
+    finally:
+        plt.close("all")
+        monkeypatch.undo()
+        plt.switch_backend(before)
+
+
+def _figures(monkeypatch) -> list:
+    import forcomp.metrics.plots as plots
+
+    figures: list = []
+    real_save = plots._save
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path, **kw: figures.append(fig) or real_save(fig, path, **kw)
+    )
+    return figures
+
+
+def test_center_and_size_plots_mark_chance_as_the_background_plot(tmp_path: Path, monkeypatch) -> None:
+    import forcomp.metrics.plots as plots
+
+    report = _report(constant_predictor_correct())
+    level = report["chance"]["level"]
+    figures = _figures(monkeypatch)
+    plots.plot_background(report, tmp_path / "bg.png")
+    plots.plot_size_curve(report, tmp_path / "size.png")
+    plots.plot_center_bias(report, tmp_path / "center.png")
+    bg, size, center = figures
+
+    def dotted_levels(ax) -> list[float]:
+        return [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+
+    assert dotted_levels(bg.axes[0]) == [pytest.approx(level)]
+    assert dotted_levels(size.axes[0]) == [pytest.approx(level)]
+    assert "chance" in [t.get_text() for t in size.axes[0].texts]
+    heat, colorbar = center.axes
+    assert dotted_levels(colorbar) == [pytest.approx(level)]
+    assert "chance" in heat.get_xlabel()
+
+
+def test_compare_size_curves_of_equal_models_stay_distinguishable(tmp_path: Path, monkeypatch) -> None:
+    write_report(fake_report(), tmp_path / "a", plots=False)
+    write_report(fake_report(), tmp_path / "b", plots=False)  # the same curve twice
+    figures = _figures(monkeypatch)
+    compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "cmp.png")
+    (fig,) = figures
+    size_ax = next(ax for ax in fig.axes if ax.get_title() == "accuracy vs object size")
+    curves = [line for line in size_ax.lines if line.get_label() in ("a", "b")]
+    assert len(curves) == 2
+    a, b = curves
+    assert (a.get_marker(), a.get_linestyle()) != (b.get_marker(), b.get_linestyle())
+    assert a.get_marker() != b.get_marker() and a.get_linestyle() != b.get_linestyle()
+    assert all((line.get_alpha() or 1.0) < 1.0 for line in curves)  # the one below shows through
+
+
+def test_report_records_file_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    from forcomp.metrics.options import EvaluateOptions
+    from forcomp.metrics.summary import describe_run
+
+    monkeypatch.chdir(tmp_path)
+    run = describe_run(
+        EvaluateOptions(weights_dir="w"),
+        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
+        n_outputs=2, prediction="argmax", model={"spec": "resnet18", "weights": "w/resnet18.pth"},
+        cache={"path": str(tmp_path / "c")}, seconds=0.0, device="cpu",
+    )  # fmt: skip
+    assert run["model"]["weights"] == str(tmp_path / "w" / "resnet18.pth")
+    assert run["options"]["weights_dir"] == str(tmp_path / "w")
+    assert describe_run(
+        EvaluateOptions(),
+        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
+        n_outputs=2, prediction="argmax", model={"spec": "m", "weights": None}, cache={}, seconds=0.0,
+        device="cpu",
+    )["model"]["weights"] is None  # fmt: skip
