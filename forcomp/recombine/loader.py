@@ -1,7 +1,9 @@
 """``ForCompLoader``: the fast path as a real loader object (what training scripts expect of one).
 
-Re-iterable, ``len(loader)`` batches, ``.dataset``, ``.sampler``, ``.batch_size``, and
-``set_epoch(e)`` reaching the dataset's draws and a sampler that has one (``DistributedSampler``).
+Re-iterable, ``len(loader)`` batches, and the attributes a script reads on a ``DataLoader``
+(``dataset``, ``sampler``, ``batch_sampler``, ``batch_size``, ``num_workers``, ``drop_last``,
+``pin_memory``, ``collate_fn``, ...), meaning what they mean there. ``set_epoch(e)``, or the
+sampler's ``set_epoch(e)``, chooses the epoch whose order and draws the next iteration gives.
 Where the paste runs follows the device:
 
 - CPU: inside the DataLoader workers, per batch (the collate function reads, pastes and, when
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from typing_extensions import TypedDict, Unpack
 
-from forcomp.recombine.params import derive_seed
+from forcomp.models.devices import resolve_device
+from forcomp.recombine.sampler import EpochSampler
 from forcomp.recombine.transform import Parts, Recombine, collate_parts
 
 Augment = Callable[..., Any]
@@ -44,9 +47,10 @@ class LoaderOptions:
     Attributes:
         num_workers: DataLoader workers. On a CPU ``device`` they also paste (per batch); on CUDA
             they read, decode and crop, and the device pastes.
-        device: where batches come out (default CPU).
+        device: where batches come out (default CPU); one this machine does not have is refused.
         shuffle: default True for the train split, unless ``sampler`` is given.
-        sampler: any sampler or sequence of indices (``DistributedSampler`` for DDP).
+        sampler: any sampler or sequence of indices (``DistributedSampler`` for DDP). None: an
+            :class:`~forcomp.recombine.sampler.EpochSampler` (``set_epoch`` reaches the draws).
         drop_last: as DataLoader's.
         augment: per-sample augmentation after the paste that moves masks with images: kornia
             ``AugmentationSequential(..., data_keys=["input", "mask"])`` gets the batch; a
@@ -57,6 +61,11 @@ class LoaderOptions:
             torchvision v2 ``MixUp``/``CutMix`` (masks are those of the unmixed images).
         pin_memory: default: on for CUDA.
         prefetch_factor: batches each worker prepares ahead (DataLoader's).
+        start_epoch: the epoch of the first iteration when nothing sets one (a resumed run);
+            default: the dataset's ``epoch``.
+        dtype: ``torch.float32`` (images in [0, 1], or as ``batch_transform`` makes them) or
+            ``torch.uint8`` (0-255, unnormalised, after ``mix``: what timm's ``PrefetchLoader``
+            takes, which normalises and erases on the device; no ``batch_transform`` then).
     """
 
     num_workers: int = 0
@@ -69,6 +78,8 @@ class LoaderOptions:
     mix: Mix | None = None
     pin_memory: bool | None = None
     prefetch_factor: int | None = None
+    start_epoch: int | None = None
+    dtype: torch.dtype = torch.float32
 
     @classmethod
     def of(cls, options: LoaderOptions | None = None, **overrides: Unpack[LoaderKwargs]) -> LoaderOptions:
@@ -89,6 +100,8 @@ class LoaderKwargs(TypedDict, total=False):
     mix: Mix | None
     pin_memory: bool | None
     prefetch_factor: int | None
+    start_epoch: int | None
+    dtype: torch.dtype
 
 
 def apply_augment(augment: Augment, images: torch.Tensor, masks: torch.Tensor | None) -> tuple[Any, Any]:
@@ -157,10 +170,19 @@ class PartsView(Dataset):
 class ForCompLoader:
     """Batches of recombined images, ``(images, labels)`` or ``(images, labels, masks)``.
 
-    Built by :meth:`forcomp.ForComp.loader`; ``options`` as :class:`LoaderOptions`. Iterating twice gives two
-    epochs: the epoch advances by itself at each new iteration unless ``set_epoch`` was called
-    for it (as training scripts do with ``sampler.set_epoch``), so a seeded run draws new crops,
-    flips and pastes every epoch and the same ones when rerun.
+    Built by :meth:`forcomp.ForComp.loader`; ``options`` as :class:`LoaderOptions`. Iterating twice
+    gives two epochs. The epoch of an iteration is, in this order: the one given to
+    ``loader.set_epoch``; the one given to the sampler's ``set_epoch`` (``DistributedSampler``,
+    or the default :class:`~forcomp.recombine.sampler.EpochSampler`: what timm's and
+    torchvision's ``train.py`` call); ``start_epoch`` for the first iteration; else the last one
+    plus one. A seeded dataset draws from ``(seed, epoch, index)``, so a resumed run that tells the
+    epoch gets that epoch's batches, never epoch 0's again.
+
+    The attributes a training script reads on a ``DataLoader`` mean the same here: ``dataset``,
+    ``sampler``, ``batch_sampler`` (a ``BatchSampler`` over ``sampler``: the batches loaded),
+    ``batch_size``, ``drop_last``, ``num_workers``, ``pin_memory``, ``collate_fn`` (the function
+    the workers collate with), ``generator`` (None), ``persistent_workers`` (False),
+    ``prefetch_factor``, ``timeout`` (0), ``len(loader)``.
 
     Example:
         >>> loader = ds.loader(256, num_workers=8, device="cuda")  # doctest: +SKIP
@@ -174,16 +196,20 @@ class ForCompLoader:
     num_workers: int
     device: torch.device
     sampler: Iterable[int]
+    batch_sampler: BatchSampler
     paste_in_workers: bool
     augment: Augment | None
     batch_transform: BatchTransform | None
     mix: Mix | None
+    dtype: torch.dtype
     options: LoaderOptions
+    generator: torch.Generator | None = None
+    persistent_workers: bool = False
+    timeout: float = 0
     _dl: DataLoader
     _epoch: int | None
     _last_epoch: int
     _sampler_epoch: int | None
-    _unseeded_base: int | None
 
     def __init__(
         self,
@@ -192,13 +218,26 @@ class ForCompLoader:
         options: LoaderOptions | None = None,
     ) -> None:
         o = options if options is not None else LoaderOptions()
-        num_workers, device, shuffle, sampler = o.num_workers, o.device, o.shuffle, o.sampler
+        num_workers, shuffle, sampler = o.num_workers, o.shuffle, o.sampler
         augment, batch_transform, mix = o.augment, o.batch_transform, o.mix
         self.options = o
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if o.start_epoch is not None and (
+            isinstance(o.start_epoch, bool)
+            or not isinstance(o.start_epoch, numbers.Integral)
+            or o.start_epoch < 0
+        ):
+            raise ValueError(f"start_epoch must be an int >= 0 or None, got {o.start_epoch!r}")
+        if o.dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"dtype must be torch.float32 or torch.uint8, got {o.dtype!r}")
+        if o.dtype == torch.uint8 and batch_transform is not None:
+            raise ValueError(
+                "dtype=torch.uint8 yields unnormalised 0-255 images for a step that normalises them "
+                "(timm's PrefetchLoader): leave batch_transform=None, or use dtype=torch.float32"
+            )
         if sampler is not None and shuffle:
             raise ValueError(
                 "sampler and shuffle=True are exclusive (as in DataLoader): shuffle in the sampler, "
@@ -220,24 +259,24 @@ class ForCompLoader:
                 "batch). Pass it as augment=... (applied per sample) or use kornia.augmentation, "
                 "which draws per sample; batch_transform is for deterministic steps such as Normalize"
             )
+        self.device = resolve_device(o.device, default="cpu")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = o.dtype
         self.augment, self.batch_transform, self.mix = augment, batch_transform, mix
         if shuffle is None:
             shuffle = sampler is None and dataset.split == "train"
-        self._shuffle_gen: torch.Generator | None = None
         if sampler is None:
-            if shuffle:
-                self._shuffle_gen = torch.Generator()
-                sampler = RandomSampler(dataset, generator=self._shuffle_gen)
-            else:
-                sampler = SequentialSampler(dataset)
+            # seeded: the order follows (seed, epoch); unseeded: one draw of torch's default
+            # generator, so the script's torch.manual_seed makes it reproducible
+            order_seed = dataset.seed if dataset.seed is not None else int(torch.randint(0, 2**62, ()))
+            sampler = EpochSampler(len(dataset), shuffle=bool(shuffle), seed=order_seed)
         self.sampler = sampler
-        self._unseeded_base = int(torch.randint(0, 2**62, (1,))) if dataset.seed is None else None
+        self.batch_sampler = BatchSampler(sampler, self.batch_size, o.drop_last)  # type: ignore[arg-type]
         self._epoch: int | None = None  # set by set_epoch for the next iteration
-        self._last_epoch = dataset.epoch - 1
+        first = o.start_epoch if o.start_epoch is not None else dataset.epoch
+        self._last_epoch = first - 1
         self._sampler_epoch = getattr(sampler, "epoch", None)  # what the sampler was last set to
         self.paste_in_workers = self.device.type == "cpu"
         collate: Callable[..., Any]
@@ -250,18 +289,28 @@ class ForCompLoader:
             kw["prefetch_factor"] = o.prefetch_factor
         self._dl = DataLoader(
             PartsView(dataset, fg_at_paste_size=not self.paste_in_workers),
-            batch_size=self.batch_size,
-            sampler=sampler,
+            batch_sampler=self.batch_sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
-            drop_last=o.drop_last,
             pin_memory=self.device.type == "cuda" if o.pin_memory is None else o.pin_memory,
             **kw,
         )
 
     @property
     def drop_last(self) -> bool:
-        return self._dl.drop_last
+        return bool(self.batch_sampler.drop_last)
+
+    @property
+    def pin_memory(self) -> bool:
+        return bool(self._dl.pin_memory)
+
+    @property
+    def collate_fn(self) -> Callable[..., Any]:
+        return self._dl.collate_fn
+
+    @property
+    def prefetch_factor(self) -> int | None:
+        return self._dl.prefetch_factor
 
     def __len__(self) -> int:
         return len(self._dl)
@@ -285,10 +334,6 @@ class ForCompLoader:
         if callable(set_sampler_epoch):
             set_sampler_epoch(epoch)
             self._sampler_epoch = getattr(self.sampler, "epoch", None)
-        if self._shuffle_gen is not None:
-            # seeded: the order follows (seed, epoch); unseeded: a new order at every epoch
-            base = self.dataset.seed if self.dataset.seed is not None else self._unseeded_base
-            self._shuffle_gen.manual_seed(derive_seed(base, epoch, 1))  # type: ignore[arg-type]
         return epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -316,6 +361,8 @@ class ForCompLoader:
                 images = self.batch_transform(images)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)
+            if self.dtype == torch.uint8:  # timm's fast_collate contract: rounded 0-255
+                images = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
             out_images = tv_tensors.Image(images)
             if ds.return_masks:
                 yield out_images, labels, tv_tensors.Mask(masks)

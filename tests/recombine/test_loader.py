@@ -284,3 +284,66 @@ def test_loader_options_object_and_keywords_give_the_same_batches(cache):
     assert len(a) == len(b) == len(ds) // 4
     assert all(torch.equal(x, y) for p, q in zip(a, b, strict=True) for x, y in zip(p, q, strict=True))
     assert ds.loader(4, opts, drop_last=False).options.drop_last is False
+
+
+def test_loader_has_what_scripts_read_on_a_dataloader(train_cache):
+    """timm's train.py/PrefetchLoader/create_loader consumers and torchvision's script read these."""
+    from torch.utils.data import BatchSampler
+
+    from forcomp.recombine.sampler import EpochSampler
+
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    loader = ds.loader(5, drop_last=True, num_workers=0)
+    assert isinstance(loader.sampler, EpochSampler) and callable(loader.sampler.set_epoch)
+    assert isinstance(loader.batch_sampler, BatchSampler) and loader.batch_sampler.sampler is loader.sampler
+    assert not hasattr(loader.batch_sampler, "set_epoch")  # timm main then calls loader.sampler.set_epoch
+    assert (loader.batch_size, loader.drop_last, loader.num_workers, len(loader)) == (5, True, 0, 2)
+    assert loader.pin_memory is False and loader.generator is None and loader.persistent_workers is False
+    assert loader.timeout == 0 and loader.prefetch_factor is None and callable(loader.collate_fn)
+    assert loader.dataset is ds
+    # the batches loaded are the batch sampler's
+    loader.sampler.set_epoch(3)
+    expected = [torch.as_tensor(ds.labels[b]).long() for b in loader.batch_sampler]
+    got = [y for _, y in loader]
+    assert ds.epoch == 3 and all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_sampler_set_epoch_and_start_epoch_choose_the_draws(train_cache):
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    loader = ds.loader(4)
+    epochs = [torch.cat([x for x, _ in loader]) for _ in range(3)]  # 0, 1, 2 by itself
+    loader.sampler.set_epoch(1)  # what timm main's _set_loader_epoch reaches
+    assert torch.equal(torch.cat([x for x, _ in loader]), epochs[1])
+    resumed = ForComp(train_cache, "train", size=32, seed=0).loader(4, start_epoch=2)
+    assert torch.equal(torch.cat([x for x, _ in resumed]), epochs[2])
+    with pytest.raises(ValueError, match="start_epoch"):
+        ds.loader(4, start_epoch=-1)
+
+
+def test_a_device_that_is_not_there_is_refused_at_construction(train_cache, monkeypatch):
+    from forcomp.errors import ForcompError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    with pytest.raises(ForcompError, match=r"'cuda'.*available: cpu") as e:
+        ds.loader(8, device="cuda")
+    assert "\n" not in str(e.value)
+
+
+def test_uint8_output_feeds_timms_prefetch_loader(train_cache):
+    """dtype=torch.uint8: 0-255 images as timm's fast_collate gives them; PrefetchLoader normalises
+    (mean*255) and the result equals the float path normalised by hand."""
+    timm_loader = pytest.importorskip("timm.data.loader")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ds = ForComp(train_cache, "train", size=32, seed=0)
+    fast = ds.loader(4, dtype=torch.uint8)
+    x8, _ = next(iter(fast))
+    assert x8.dtype == torch.uint8 and int(x8.max()) > 200
+    fast.set_epoch(0)
+    pre = timm_loader.PrefetchLoader(fast, mean=mean, std=std, device=torch.device("cpu"))
+    assert len(pre) == len(fast) and pre.sampler is fast.sampler and pre.dataset is ds
+    xp, _ = next(iter(pre))
+    ref, _ = next(iter(ds.loader(4, start_epoch=0, batch_transform=v2.Normalize(mean, std))))
+    torch.testing.assert_close(xp.as_subclass(torch.Tensor), ref.as_subclass(torch.Tensor), atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="batch_transform"):
+        ds.loader(4, dtype=torch.uint8, batch_transform=v2.Normalize(mean, std))
