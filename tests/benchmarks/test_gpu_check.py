@@ -38,7 +38,9 @@ def test_every_section_reports_figures_not_errors(dry_run: dict) -> None:
         assert kernel[f"matrix, eager, {dt}"]["img_per_s"] > 0
     loader = sections["loader"]
     rows = [k for k in loader if "workers" in k]
-    assert len(rows) == 4 and all(loader[k]["img_per_s"] > 0 for k in rows)
+    # per worker count: ImageFolder, forcomp from the folders, forcomp from the packed form
+    assert len(rows) == 6 and all(loader[k]["img_per_s"] > 0 for k in rows)
+    assert sum("packed form" in k for k in rows) == 2
     assert dry_run["environment"]["torch"] == torch.__version__
 
 
