@@ -1,8 +1,9 @@
 """The ``forcomp`` command: build, info, verify, preview, demo, backends, evaluate, compare.
 
 Parsing only: each subcommand calls one library function. Exit codes: 0 success; 1 finished but
-some inputs failed (build) or problems were found (verify); 2 could not run at all (bad arguments,
-unreadable source, missing weights, unusable cache, unavailable device).
+some inputs failed or the build stopped early, rerun to finish (build), or problems were found
+(verify); 2 could not run at all (bad arguments, unreadable source, missing weights, unusable
+cache, unavailable device).
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent shards there may race on shared files
+    fcntl = None  # type: ignore[assignment]
+
 TMP_DIRNAME = ".tmp"
 _MARK = ".forcomp-tmp."
 
@@ -40,6 +45,28 @@ def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the ``with`` block.
+
+    Processes that read-merge-write one shared file (two shards finishing at once) take this lock
+    around the whole sequence, so the last one to finish writes the complete merge. The lock is
+    released when the block ends or the process dies (the kernel drops ``flock`` locks with the
+    file descriptor); the lock file itself stays and is empty. Without ``fcntl`` it does nothing.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _pid_alive(pid: int) -> bool:

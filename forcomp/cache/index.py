@@ -13,6 +13,7 @@ that build ran in, which readers accept (and resolve against their own current d
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -202,20 +203,37 @@ class IndexWriter:
         name = f"{safe_tag}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}.jsonl"
         self.path = layout.index_dir / name
         self._fd: int | None = None
+        self._broken = False
 
     def append(self, records: Iterable[IndexRecord]) -> None:
+        """Append whole lines or nothing: on a failed or short write (disk full, file-size limit)
+        the file is cut back to where it was and the ``OSError`` propagates, so a partial line is
+        never followed by more records (readers only forgive a torn last line)."""
         data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
         if not data:
             return
+        if self._broken:
+            raise OSError(errno.EIO, f"{self.path} ends in a partial line that could not be removed")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        start = os.fstat(self._fd).st_size  # one writer per file: nobody else appends meanwhile
         done = 0
-        while done < len(data):  # a short write (disk full, file-size limit) is an error
-            n = os.write(self._fd, data[done:] if done else data)
-            if n <= 0:
-                raise OSError(f"{self.path}: short write ({len(data) - done} bytes not written)")
-            done += n
-        os.fsync(self._fd)
+        try:
+            while done < len(data):
+                n = os.write(self._fd, data[done:] if done else data)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, f"short write, {len(data) - done} bytes not written")
+                done += n
+            os.fsync(self._fd)
+        except OSError:
+            if done:
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError:  # cannot cut it back: the next line would follow a partial one
+                    os.close(self._fd)
+                    self._fd = None
+                    self._broken = True
+            raise
 
     def close(self) -> None:
         if self._fd is not None:

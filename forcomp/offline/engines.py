@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -19,6 +22,7 @@ from forcomp.errors import ForcompError
 from forcomp.offline.config import BuildConfig
 from forcomp.offline.pipeline import Backends, BuildSummary, batched, process_batch
 from forcomp.offline.sources import Item
+from forcomp.safe_files import describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +77,45 @@ def progress_bar(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
 
 
+class WorkerDiedError(ForcompError):
+    """A build worker process died mid-build; ``items`` were in flight and have no new record."""
+
+    def __init__(self, message: str, items: Sequence[Item]) -> None:
+        super().__init__(message)
+        self.items = list(items)
+
+
+def record_batch(index: IndexWriter, records: Sequence[IndexRecord], summary: BuildSummary, bar: Any) -> bool:
+    """Append one batch's records to the index, count them and move the bar; False: stop the build.
+
+    A record that cannot be written whole (disk full, file-size limit) makes its items errors of
+    this run: they have no record, so the next build redoes them. Later batches would fail the same
+    way, so the build stops rather than process items it cannot record.
+    """
+    try:
+        index.append(records)
+    except OSError as e:
+        why = describe_os_error(e)
+        for rec in records:
+            summary.add_error(rec.source, f"its index record could not be written to {index.path}: {why}")
+        summary.stopped = f"cannot write the index file {index.path} ({why})"
+        return False
+    for rec in records:
+        summary.add(rec)
+    # The postfix first: update() redraws the bar, which then shows the counts of this batch too.
+    bar.set_postfix(ok=summary.ok, no_obj=summary.no_object, err=len(summary.errors), refresh=False)
+    bar.update(len(records))
+    return True
+
+
+# Batches handed to the pool ahead of the one awaited: enough to keep every worker busy, few
+# enough that a worker's death loses little and the summary can name the items in flight.
+BATCHES_AHEAD_PER_WORKER = 2
+
+
 def _results(
     todo: Sequence[Item], config: BuildConfig, layout: CacheLayout, names: dict[str, str]
-) -> Iterator[list[IndexRecord]]:
+) -> Generator[list[IndexRecord], None, None]:
     batches = list(batched(todo, config.batch_size))
     if config.workers <= 1 or len(batches) <= 1:
         backends = Backends.from_config(config)
@@ -89,17 +129,78 @@ def _results(
     # calling build_cache without the `if __name__ == "__main__":` guard that spawn needs), Pool
     # respawns it forever and the build hangs; the executor reports a broken pool.
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         config.workers, mp_context=ctx, initializer=_init_worker, initargs=(config, layout, os.getpid())
-    ) as pool:
-        try:
-            yield from pool.map(_work, batches)
-        except BrokenProcessPool as e:
-            raise ForcompError(
-                f"the {config.workers} build worker processes could not start or died ({e}). Calling "
-                "build_cache(..., workers>1) from a script? Put the call under "
-                '`if __name__ == "__main__":` (worker processes re-import the script), or use workers=1.'
-            ) from e
+    )
+    waiting = iter(batches)
+    pending: deque[tuple[list[Item], Future[list[IndexRecord]]]] = deque()
+    returned = False
+    try:
+        for b in itertools.islice(waiting, BATCHES_AHEAD_PER_WORKER * config.workers):
+            pending.append((b, pool.submit(_work, b)))
+        while pending:
+            try:
+                records = pending[0][1].result()
+            except BrokenProcessPool as e:
+                yield from _after_broken_pool(pending, returned, config.workers, e)
+                return
+            pending.popleft()
+            nxt = next(waiting, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_work, nxt)))
+            returned = True
+            yield records
+    finally:
+        _quiet_resource_tracker()
+        # Also when the consumer stops early: drop the batches not started, wait for the others.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _quiet_resource_tracker() -> None:
+    """Relaunch multiprocessing's resource tracker, if it died, with its stderr on ``/dev/null``.
+
+    Killing a build's processes (``pkill -P``) can take the tracker too; the pool's clean-up then
+    starts a new one that prints a ``KeyError`` traceback for every semaphore the old one knew.
+    The clean-up unlinks those semaphores itself, so the tracebacks only hide the real message.
+    """
+    from multiprocessing import resource_tracker
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "resource_tracker: process died unexpectedly, relaunching"
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _after_broken_pool(
+    pending: deque[tuple[list[Item], Future[list[IndexRecord]]]], returned: bool, workers: int, e: Exception
+) -> Iterator[list[IndexRecord]]:
+    """Yield the results that came back before a worker died, then raise :class:`WorkerDiedError`."""
+    lost: list[Item] = []
+    for b, fut in pending:
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            returned = True
+            yield fut.result()
+        else:
+            lost.extend(b)
+    if not returned:
+        raise ForcompError(
+            f"the {workers} build worker processes could not start or died before finishing a batch "
+            f"({e}). Calling build_cache(..., workers>1) from a script? Put the call under "
+            '`if __name__ == "__main__":` (worker processes re-import the script), or use workers=1. '
+            "Otherwise a worker was killed (out of memory?): rerun the same command to resume."
+        ) from e
+    raise WorkerDiedError(
+        "a build worker process died (killed by a signal, or out of memory) with "
+        f"{len(lost)} item(s) in flight",
+        lost,
+    )
 
 
 def run_local(
@@ -113,18 +214,29 @@ def run_local(
     """Process ``todo`` and append each record to this process's index file as soon as it is done.
 
     ``config`` names the backends to run (resolved by
-    :func:`forcomp.offline.backends.resolve_backends`, not ``auto``).
+    :func:`forcomp.offline.backends.resolve_backends`, not ``auto``). When the index cannot be
+    written or a worker process dies, the build stops early: ``summary.stopped`` says why and
+    ``summary.errors`` lists the items concerned; the next build redoes them.
     """
     names: dict[str, Any] = {"segmenter": config.segmenter, "inpainter": config.inpainter}
     if not todo:
         return names
     bar = progress_bar(len(todo), progress, f"build {layout.split}")
-    with IndexWriter(layout, config.shard_tag) as index:
-        for records in _results(todo, config, layout, names):
-            index.append(records)
-            for rec in records:
-                summary.add(rec)
-            bar.update(len(records))
-            bar.set_postfix(ok=summary.ok, no_obj=summary.no_object, err=len(summary.errors), refresh=False)
-    bar.close()
+    try:
+        with IndexWriter(layout, config.shard_tag) as index:
+            results = _results(todo, config, layout, names)
+            try:
+                for records in results:
+                    if not record_batch(index, records, summary, bar):
+                        break
+            except WorkerDiedError as e:
+                for it in e.items:
+                    summary.add_error(
+                        str(os.path.abspath(it.path)), "a build worker process died while processing it"
+                    )
+                summary.stopped = str(e)
+            finally:
+                results.close()
+    finally:
+        bar.close()
     return names

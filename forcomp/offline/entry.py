@@ -19,27 +19,62 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, remove_stale_tmp
+from forcomp.cache.atomic import TMP_DIRNAME, atomic_write_bytes, exclusive_lock, remove_stale_tmp
 from forcomp.cache.index import FINISHED, IndexRecord, read_index
-from forcomp.cache.layout import CacheLayout
+from forcomp.cache.layout import CacheLayout, safe_component
 from forcomp.cache.writer import item_files_state
-from forcomp.errors import ForcompError
+from forcomp.errors import ForcompError, UnsafePathError
 from forcomp.offline.backends import resolve_backends
 from forcomp.offline.config import BuildConfig
 from forcomp.offline.engines import run_local
 from forcomp.offline.pipeline import BuildSummary, backends_label
-from forcomp.offline.sources import Item, list_items, select_shard
+from forcomp.offline.sources import (
+    Item,
+    check_has_images,
+    check_not_split_root,
+    find_classes,
+    list_items,
+    select_shard,
+)
+from forcomp.safe_files import describe_os_error
 
 log = logging.getLogger(__name__)
 
 
 def write_ratios(layout: CacheLayout) -> dict[str, float]:
-    """(Re)write ``fg_bg_ratios_<split>.json`` from the merged index, atomically."""
-    index = read_index(layout)
-    ratios = {k: float(r.ratio) for k, r in sorted(index.items()) if r.status == "ok" and r.ratio is not None}
-    data = json.dumps(ratios, indent=0, ensure_ascii=False).encode("utf-8")
-    atomic_write_bytes(layout.ratios_path, data, tmp_dir=layout.root / TMP_DIRNAME)
+    """(Re)write ``fg_bg_ratios_<split>.json`` from the merged index, atomically, under a lock.
+
+    Shards share one ratios file: each reads the whole index and rewrites the file. The lock makes
+    read-merge-write one step, so the last shard to finish writes the complete merge (without it a
+    shard that read the index before another's last records could overwrite that shard's file).
+    """
+    with exclusive_lock(layout.index_dir / RATIOS_LOCK):
+        index = read_index(layout)
+        ratios = {
+            k: float(r.ratio) for k, r in sorted(index.items()) if r.status == "ok" and r.ratio is not None
+        }
+        data = json.dumps(ratios, indent=0, ensure_ascii=False).encode("utf-8")
+        atomic_write_bytes(layout.ratios_path, data, tmp_dir=layout.root / TMP_DIRNAME)
     return ratios
+
+
+# Lock file beside the index files (readers take only ``*.jsonl`` and ``build-*.json`` there).
+RATIOS_LOCK = ".ratios.lock"
+
+
+def make_class_dirs(layout: CacheLayout, classes: Sequence[str]) -> None:
+    """Create ``foregrounds/<class>/`` and ``backgrounds/<class>/`` for every class of the source.
+
+    Readers take the classes (and labels) from these folders, so a class whose images all had no
+    object keeps its label. Idempotent; names that are unsafe are left out (their items fail).
+    """
+    for cls in classes:
+        try:
+            safe_component(cls, what="class name")
+        except UnsafePathError:
+            continue
+        for parent in (layout.fg_dir, layout.bg_dir):
+            (parent / cls).mkdir(parents=True, exist_ok=True)
 
 
 def _write_provenance(
@@ -78,7 +113,9 @@ def _plan(
     Checking that costs one ``stat`` per file, no decoding; items that fail it are redone.
     """
     layout = CacheLayout(cache, config.split)
-    items = select_shard(list_items(source), config.shard)
+    all_items = list_items(source)
+    check_has_images(source, find_classes(source), all_items)
+    items = select_shard(all_items, config.shard)
     if not config.resume:
         return layout, items, items, []
     index = read_index(layout)
@@ -194,7 +231,14 @@ def build_cache(
             resolves them to say which it chose); None resolves them here.
 
     Returns:
-        A :class:`BuildSummary`; ``summary.errors`` lists every file that failed, with its reason.
+        A :class:`BuildSummary`; ``summary.errors`` lists every file that failed, with its reason;
+        ``summary.stopped`` says why a build stopped early (index not writable, a worker process
+        died) and ``summary.problems`` which files of the whole build could not be written.
+        ``summary.exit_code`` is 1 in each of these cases; rerunning the build finishes the work.
+
+    Raises:
+        ForcompError: the build cannot run (source missing, without images, or a dataset root
+            holding split folders; cache not writable; device missing), before any item is done.
 
     Example:
         >>> summary = build_cache("imagenet/val", "cache", BuildConfig(split="val"))  # doctest: +SKIP
@@ -205,14 +249,18 @@ def build_cache(
     t0, started = time.perf_counter(), time.time()
     lay = CacheLayout(cache, config.split)
     _check_paths(source, cache, (lay.split_dir, lay.fg_dir, lay.bg_dir, lay.index_dir, cache / TMP_DIRNAME))
+    classes = find_classes(source)
+    check_not_split_root(source, classes, config.split, cache)
     # Absolute source paths in the index: ForComp(orig_img_prob=...) and preview find the images
     # from any working directory.
     source = source.resolve()
     layout, items, todo, kept = _plan(source, cache, config)
+    chosen = dict(backends) if backends is not None else resolve_backends(config)
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        make_class_dirs(layout, classes)
     except OSError as e:
-        raise ForcompError(f"cannot create the cache directory {cache}: {e.strerror or e}") from e
+        raise ForcompError(f"cannot create the cache folders in {cache}: {describe_os_error(e)}") from e
     removed = remove_stale_tmp(cache / TMP_DIRNAME)
     if removed:
         log.info("removed %d temporary files left by an interrupted build", removed)
@@ -220,7 +268,6 @@ def build_cache(
     summary.kept_backends = dict(
         Counter(backends_label(r.segmenter, r.inpainter) for r in kept if r.segmenter)
     )
-    chosen = dict(backends) if backends is not None else resolve_backends(config)
     if kept:
         _warn_kept_backends(kept, (chosen["segmenter"], chosen["inpainter"]))
     run_config = dataclasses.replace(config, segmenter=chosen["segmenter"], inpainter=chosen["inpainter"])
@@ -231,8 +278,33 @@ def build_cache(
     else:
         names = run_local(todo, layout, run_config, summary, progress=progress)
     summary.segmenter, summary.inpainter = names.get("segmenter"), names.get("inpainter")
-    _write_provenance(layout, config, source, names, started)
-    write_ratios(layout)
+    _finish(layout, config, source, names, started, summary)
     summary.elapsed_s = time.perf_counter() - t0
+    if summary.stopped:
+        log.error("build stopped early: %s; rerun the same command to finish", summary.stopped)
     log.info("%s", summary.format())
     return summary
+
+
+def _finish(
+    layout: CacheLayout,
+    config: BuildConfig,
+    source: Path,
+    names: dict[str, Any],
+    started: float,
+    summary: BuildSummary,
+) -> None:
+    """Write the ratios JSON and the run's provenance; a failed write is a problem of the summary."""
+    try:
+        write_ratios(layout)
+    except OSError as e:
+        summary.problems.append(
+            f"cannot write {layout.ratios_path} ({describe_os_error(e)}); the previous file is kept: "
+            "free space (or raise the file-size limit) and rerun the same command to rewrite it"
+        )
+    try:
+        _write_provenance(layout, config, source, names, started)
+    except OSError as e:
+        summary.problems.append(
+            f"cannot write the build's provenance record in {layout.index_dir} ({describe_os_error(e)})"
+        )

@@ -61,6 +61,10 @@ class Backends:
 class BuildSummary:
     """What a build did. ``errors`` lists ``(source file, reason)``; ``exit_code`` is the CLI's.
 
+    ``stopped`` says why the build stopped before processing every item (the index could not be
+    written, a worker process died); ``problems`` lists files of the whole build that could not be
+    written (the ratios JSON, the provenance record). Either makes the exit code 1, as item errors do.
+
     ``ok``, ``no_object`` and ``errors`` count the items this run processed, with this run's
     ``segmenter`` / ``inpainter``; ``skipped`` items were already done and kept as they were, and
     ``kept_backends`` counts them by the backends that made them (``"segmenter=A inpainter=B"``).
@@ -76,14 +80,25 @@ class BuildSummary:
     segmenter: str | None = None
     inpainter: str | None = None
     kept_backends: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
         return self.ok + self.no_object + len(self.errors)
 
     @property
+    def not_processed(self) -> int:
+        """Items of this run's share that no worker got to (the build stopped early)."""
+        return max(0, self.total - self.skipped - self.processed)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.errors else 0
+        return 1 if self.errors or self.problems or self.stopped else 0
+
+    def add_error(self, source: str, reason: str) -> None:
+        """Count an item as failed in this run without a record of its own."""
+        self.errors.append((source, reason))
 
     def add(self, rec: IndexRecord) -> None:
         if rec.status == "ok":
@@ -110,6 +125,13 @@ class BuildSummary:
                 first += f" (made with {made})"
         lines = [first, f"  ok: {self.ok}   no object: {self.no_object}   errors: {len(self.errors)}"]
         lines += [f"  error: {src}: {_without_path(msg, src)}" for src, msg in self.errors]
+        if self.stopped:
+            left = f"; {self.not_processed} item(s) not started" if self.not_processed else ""
+            lines.append(
+                f"  stopped early: {self.stopped}{left}; rerun the same command to finish "
+                "(it redoes the items that failed or were not processed)"
+            )
+        lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from forcomp.cache.index import IndexRecord, IndexWriter
 from forcomp.cache.layout import CacheLayout
 from forcomp.errors import ForcompError
 from forcomp.offline.config import BuildConfig
-from forcomp.offline.engines import progress_bar
+from forcomp.offline.engines import progress_bar, record_batch
 from forcomp.offline.pipeline import Backends, BuildSummary, process_batch
 from forcomp.offline.sources import Item
 
@@ -305,17 +305,13 @@ def run_ray(
                 **remote,
             )
             for records in _record_batches(ds, ray):
-                index.append(records)
                 for rec in records:
-                    summary.add(rec)
                     if rec.segmenter:
                         names["segmenter"] = rec.segmenter
                     if rec.inpainter:
                         names["inpainter"] = rec.inpainter
-                bar.update(len(records))
-                bar.set_postfix(
-                    ok=summary.ok, no_obj=summary.no_object, err=len(summary.errors), refresh=False
-                )
+                if not record_batch(index, records, summary, bar):
+                    break
     finally:
         bar.close()
         if started is not None:

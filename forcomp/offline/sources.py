@@ -9,10 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forcomp.cache.layout import BG_EXT, safe_component
-from forcomp.decode import is_image_file
+from forcomp.decode import IMAGE_EXTENSIONS, is_image_file
 from forcomp.errors import ForcompError, UnsafePathError
 
 log = logging.getLogger(__name__)
+
+
+class SourceLayoutError(ForcompError):
+    """A source that is not one split's ImageFolder (split folders inside it, no image at all)."""
+
+
+# Folder names that mean a split, not a class: a source holding them is the dataset root.
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "dev"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,36 @@ def find_classes(source: Path) -> list[str]:
             f"source {source} has no class sub-folders (expected SOURCE/<class>/<image> files)"
         )
     return classes
+
+
+def check_not_split_root(
+    source: Path, classes: list[str], split: str, cache: str | os.PathLike[str] = "CACHE"
+) -> None:
+    """Refuse a dataset root (``imgs/`` holding ``train/`` and ``val/``) passed as one split's source.
+
+    Its split folders would become classes and every image would be labelled by its split. Refused
+    when two or more class folders, or all of them, are named like splits (``train``, ``val``, ...).
+    """
+    splitlike = [c for c in classes if c.lower() in SPLIT_NAMES]
+    if not splitlike or (len(splitlike) < 2 and len(splitlike) < len(classes)):
+        return
+    match = next((c for c in splitlike if c.lower() == split.lower()), splitlike[0])
+    raise SourceLayoutError(
+        f"source {source} holds split folders ({', '.join(splitlike)}), not class folders: pass one "
+        f"split's folder as SOURCE, e.g. `forcomp build {source / match} {cache} --split {split}`"
+    )
+
+
+def check_has_images(source: Path, classes: list[str], items: list[Item]) -> None:
+    """Refuse a source whose class folders hold no image file at all (a build would make nothing)."""
+    if items:
+        return
+    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+    raise SourceLayoutError(
+        f"source {source} has {len(classes)} class folder(s) ({', '.join(classes[:5])}"
+        f"{', ...' if len(classes) > 5 else ''}) but no image file in them (looked for {exts}, "
+        "any case, in sub-folders too): put the images in SOURCE/<class>/"
+    )
 
 
 def _walk_images(class_dir: Path) -> list[Path]:
@@ -99,9 +137,8 @@ def list_items(source: str | os.PathLike[str]) -> list[Item]:
             items.append(Item(path=path, cls=cls, stem=stem, label=label, problem=problem))
         if len(items) == n_before:
             log.warning(
-                "class folder %s holds no image: it keeps label %d here, but the cache will not know "
-                "the class, so later labels shift by one in ForComp (torchvision's ImageFolder refuses "
-                "such a source); remove the folder or put its images in",
+                "class folder %s holds no image: the cache keeps the class (label %d) with no items "
+                "(torchvision's ImageFolder refuses such a source); remove the folder or put its images in",
                 class_dir,
                 label,
             )

@@ -263,7 +263,8 @@ class ForComp(Dataset):
                 bg = self.reader.decode_bg(j)
                 return bg, float(self.reader.bg_ratio[j])
             except BadItemError as e:
-                self._refused("bg", j, e, "drawing another of its class" if mode != "all" else "drawing another")
+                instead = "drawing another of its class" if mode != "all" else "drawing another"
+                self._refused("bg", j, e, instead)
                 j = self._draw(pool, g, self._bad["bg"])
                 if j is None and pool is not self.pools.all:
                     pool = self.pools.all

@@ -53,7 +53,7 @@ def test_rebuild_removes_files_of_items_no_longer_ok(small):
         assert not layout.fg_path(cls, "img0").exists() and not layout.bg_path(cls, "img0").exists()
     assert verify_cache(cache) == []
     reader = CacheReader(cache, "train")  # every foreground left has its ratio
-    assert len(reader.foregrounds) == 4
+    assert len(reader.fg) == 4
 
 
 def test_files_go_before_the_record_so_a_kill_in_between_is_harmless(small):
@@ -66,7 +66,7 @@ def test_files_go_before_the_record_so_a_kill_in_between_is_harmless(small):
     (rec,) = process_batch([item], Backends.from_config(config), config, layout)  # never indexed
     assert rec.status == "no_object" and not layout.fg_path("n00000003", "img0").exists()
     assert read_index(layout)["n00000003/img0.JPEG"].status == "ok"
-    assert len(CacheReader(cache, "train").foregrounds) == 5
+    assert len(CacheReader(cache, "train").fg) == 5
     s = build_cache(source, cache, BuildConfig(**CFG))
     assert (s.skipped, s.no_object) == (5, 1), s.format()
     assert verify_cache(cache) == []
@@ -115,7 +115,8 @@ def test_index_stores_absolute_source_paths(tmp_path, monkeypatch):
     assert prov["source"] == str((tmp_path / "work" / "src").resolve())
     monkeypatch.chdir(tmp_path)  # another working directory: the sources are still found
     reader = CacheReader(tmp_path / "work" / "cache", "train")
-    assert len(reader.sources) == 3 and all(Path(p).is_file() for p in reader.sources.values())
+    found = [reader.source_path(i) for i in range(len(reader.fg))]
+    assert len(found) == 3 and all(p is not None and p.is_file() for p in found)
 
 
 def test_resume_with_other_backends_warns_once_and_summary_says_what_was_kept(small, caplog):
