@@ -8,7 +8,6 @@ is the fast path: DataLoader workers only read and decode uint8 parts; each batc
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import math
 import numbers
@@ -26,20 +25,19 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from typing_extensions import Unpack
 
-from forcomp.cache.reader import BadItemError, CacheReader
-from forcomp.errors import CacheFormatError, ImageDecodeError
+from forcomp.cache.reader import CacheReader
 from forcomp.recombine.config import Background, RecombineConfig, RecombineOptions, canvas_size
 from forcomp.recombine.fg_transform import apply_fg_transform
 from forcomp.recombine.functional import composite, crop_parts, resize_cover, shrink
+from forcomp.recombine.items import ItemFiles
 from forcomp.recombine.params import Plan, SampleDraws, derive_seed, draw_sample, fg_fill, plan
-from forcomp.recombine.pools import background_pools, group_by_label
+from forcomp.recombine.pools import background_pools
 from forcomp.recombine.transform import Recombine, collate_parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from forcomp.recombine.loader import ForCompLoader, LoaderKwargs, LoaderOptions
 
 log = logging.getLogger(__name__)
-MAX_RETRIES = 10
 
 
 def decode(data: bytes, mode: ImageReadMode) -> torch.Tensor:
@@ -134,7 +132,6 @@ class ForComp(Dataset):
         self.return_masks = return_masks
         self.seed = seed
         self._epoch = 0
-        self.decode_failures = 0
         self.problems = list(self.reader.problems)
         if self.problems:
             log.warning(
@@ -150,13 +147,11 @@ class ForComp(Dataset):
                     "(a ForNet release has no index)"
                 )
         self.pools = background_pools(self.reader, self.config, split)
+        self.files = ItemFiles(self.reader, self.config, self.pools, self.orig_root)
         # The fused crop magnifies the feathered edge (sigma in background pixels, as ForNet's):
         # the kernel's truncation radius covers up to 8x magnification.
         radius = max(1, math.ceil(3 * self.config.mask_smoothing_sigma * (8 if self.fused else 1)))
         self.recombine = Recombine(self.config, seed=seed if seed is not None else 0, smoothing_radius=radius)
-        self._fg_groups: tuple[np.ndarray, np.ndarray] | None = None
-        self._bad: dict[str, set[int]] = {"fg": set(), "bg": set()}  # this process's refused items
-        self._warned: set[str] = set()
 
     @property
     def epoch(self) -> int:
@@ -172,6 +167,15 @@ class ForComp(Dataset):
     def epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
         self.recombine.set_epoch(self._epoch)
+
+    @property
+    def decode_failures(self) -> int:
+        """Files refused and replaced so far (the loader adds those met in its worker processes)."""
+        return self.files.failures
+
+    @decode_failures.setter
+    def decode_failures(self, n: int) -> None:
+        self.files.failures = int(n)
 
     @property
     def targets(self) -> list[int]:
@@ -196,98 +200,6 @@ class ForComp(Dataset):
             return g.manual_seed(derive_seed(self.seed, self.epoch, index))
         return g.manual_seed(int(torch.randint(0, 2**62, ())))
 
-    def _refused(self, kind: str, index: int, e: BadItemError | ImageDecodeError, instead: str) -> None:
-        """Count a refused file, warn once per file and process, remember it for this process."""
-        self.decode_failures += 1
-        if kind in self._bad:
-            self._bad[kind].add(index)
-        name = getattr(e, "path", None) or str(e)
-        if name not in self._warned:
-            self._warned.add(name)
-            log.warning("%s; %s (counted in decode_failures)", e, instead)
-
-    def _draw(self, pool: np.ndarray, g: torch.Generator, avoid: set[int]) -> int | None:
-        """A member of ``pool`` drawn with ``g``, skipping ``avoid`` (None if nothing is left)."""
-        for _ in range(MAX_RETRIES):
-            if not len(pool):
-                return None
-            j = int(pool[int(torch.randint(len(pool), (1,), generator=g))])
-            if j not in avoid:
-                return j
-        good = np.setdiff1d(pool, np.fromiter(avoid, dtype=np.int64, count=len(avoid)))
-        return int(good[int(torch.randint(len(good), (1,), generator=g))]) if len(good) else None
-
-    def _fg_of_class(self, label: int) -> np.ndarray:
-        if self._fg_groups is None:
-            self._fg_groups = group_by_label(self.labels, len(self.classes))
-        order, starts = self._fg_groups
-        return order[starts[label] : starts[label + 1]]
-
-    def _load_fg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Foreground ``index``, or, if it is refused, another of its class (of any class if its
-        class has none left: the label always follows the picture)."""
-        i: int | None = index
-        attempt = 0
-        while i is not None and attempt < 2 * MAX_RETRIES:
-            try:
-                fg = self.reader.decode_fg(i)
-                if self.size is not None and not self.fused:  # fused: shrunk to its pasted size later
-                    fg = shrink(fg, max(self.size))
-                return fg, i
-            except BadItemError as e:
-                label = int(self.labels[i])
-                self._refused("fg", i, e, f"using another foreground of class {self.classes[label]}")
-                i = (
-                    self._draw(self._fg_of_class(label), g, self._bad["fg"])
-                    if attempt < MAX_RETRIES
-                    else None
-                )
-                if i is None:
-                    i = self._draw(np.arange(len(self.labels)), g, self._bad["fg"])
-            attempt += 1
-        raise CacheFormatError(
-            f"{self.reader.layout.root}: no foreground of the {self.split} split could be read "
-            f"({self.decode_failures} refused; run forcomp verify)"
-        )
-
-    def _load_bg(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, float]:
-        """The background for foreground ``index`` (its own with ``background="orig"``); one that is
-        refused is replaced by another of the same pool (``orig``: of the same class)."""
-        label, mode = int(self.labels[index]), self.config.background
-        pool = self.pools.all if mode == "all" else self.pools.of_class(label)
-        j: int | None = int(self.reader.fg_bg[index]) if mode == "orig" else self._draw(pool, g, set())
-        for _ in range(2 * MAX_RETRIES):
-            if j is None:
-                break
-            try:
-                bg = self.reader.decode_bg(j)
-                return bg, float(self.reader.bg_ratio[j])
-            except BadItemError as e:
-                instead = "drawing another of its class" if mode != "all" else "drawing another"
-                self._refused("bg", j, e, instead)
-                j = self._draw(pool, g, self._bad["bg"])
-                if j is None and pool is not self.pools.all:
-                    pool = self.pools.all
-                    j = self._draw(pool, g, self._bad["bg"])
-        raise CacheFormatError(
-            f"{self.reader.layout.root}: no background for {self.key(index)} could be read "
-            f"({self.decode_failures} refused; run forcomp verify)"
-        )
-
-    def _source_path(self, index: int) -> Path | None:
-        roots = [self.orig_root] if self.orig_root is not None else []
-        if self.reader.has_sources:
-            src = self.reader.source_path(index, roots=roots)
-            if src is not None:
-                return src
-        if self.orig_root is not None:
-            cls, stem = self.classes[int(self.labels[index])], self.reader.fg.stems[index]
-            hits = sorted(
-                (self.orig_root / cls).glob(glob.escape(stem) + ".*")
-            )  # a stem is data, not a pattern
-            return hits[0] if hits else None
-        return None
-
     def load_parts(self, index: int, *, fg_at_paste_size: bool = False) -> dict[str, Any]:
         """Read and decode the parts for foreground ``index`` (what a DataLoader worker does).
 
@@ -311,7 +223,9 @@ class ForComp(Dataset):
         index = self._check_index(index)
         failures = self.decode_failures
         g = self._item_generator(index)
-        fg, item = self._load_fg(index, g)
+        fg, item = self.files.foreground(index, g)
+        if self.size is not None and not self.fused:  # fused: shrunk to its pasted size later
+            fg = shrink(fg, max(self.size))
         if self.fg_transform is not None:
             fg = apply_fg_transform(
                 self.fg_transform,
@@ -319,9 +233,9 @@ class ForComp(Dataset):
                 seed=None if self.seed is None else derive_seed(self.seed, self.epoch, index, 0xF6),
                 name=self.reader.fg_name(item),
             )
-        bg, bg_ratio = self._load_bg(item, g)
+        bg, bg_ratio = self.files.background(item, g)
         draws = draw_sample(self.config, self.epoch, generator=g)
-        orig = self._load_orig(item) if draws.use_orig is not None and bool(draws.use_orig[0]) else None
+        orig = self.files.original(item) if draws.use_orig is not None and bool(draws.use_orig[0]) else None
         fg_ratio = float(self.reader.fg_ratio[item])
         out: dict[str, Any] = {
             "fg_ratio": fg_ratio,
@@ -388,24 +302,6 @@ class ForComp(Dataset):
             draws,
             out_hw=out_hw,
         )
-
-    def _load_orig(self, index: int) -> torch.Tensor | None:
-        """The untouched source image of item ``index``, or None (recombined instead) when it is
-        missing, outside the source folder, or refused (counted as a decode failure)."""
-        path = self._source_path(index)
-        if path is None or not path.exists():
-            name = f"source image of {self.key(index)}"
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("%s not found; recombining instead", name)
-            return None
-        from forcomp.decode import load_rgb
-
-        try:
-            return torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1)
-        except ImageDecodeError as e:
-            self._refused("orig", index, e, "recombining instead")
-            return None
 
     def _check_index(self, index: int) -> int:
         n = len(self)

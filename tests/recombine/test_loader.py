@@ -211,7 +211,7 @@ def test_orig_img_prob_with_the_fused_crop_and_the_per_sample_path(built_cache):
     x0, y0, w, h, flip = (int(v) for v in parts["crop"].tolist())
     img, _, m = fused[0]
     assert m.sum() == 0
-    src = torch.from_numpy(load_rgb(fused._source_path(0)).copy()).permute(2, 0, 1)
+    src = torch.from_numpy(load_rgb(fused.files.source_path(0)).copy()).permute(2, 0, 1)
     ref = (
         torch.nn.functional.interpolate(
             src[None, :, y0 : y0 + h, x0 : x0 + w].float(), size=(48, 48), mode="bilinear", antialias=True
