@@ -54,8 +54,8 @@ if what == "imagefolder":
     obj = ImageFolder(os.path.join(cache, "train", "backgrounds"))
     n = len(obj)
 elif what == "reader":
-    obj = CacheReader(cache, "train"); n = len(obj.fg)
-else:
+    obj = CacheReader(cache, "train", packed=False); n = len(obj.fg)
+else:  # "forcomp" on the folders; "forcomp packed" on a copy with the packed form
     obj = ForComp(cache, "train", size=224); n = len(obj)
 dt = time.perf_counter() - t0
 gc.collect()
@@ -118,7 +118,9 @@ def make_cache(cache: Path, items: int, classes: int) -> None:
         shutil.rmtree(cache)
     seed = cache / "_seed"
     seed.mkdir(parents=True)
-    Image.new("RGBA", (8, 8), (200, 10, 10, 255)).save(seed / "fg.WEBP", "WEBP", lossless=True)
+    fg = Image.new("RGBA", (8, 8), (200, 10, 10, 255))
+    fg.putpixel((0, 0), (0, 0, 0, 0))  # an object that does not fill its box, as real masks
+    fg.save(seed / "fg.WEBP", "WEBP", lossless=True)
     Image.new("RGB", (16, 16), (10, 200, 10)).save(seed / "bg.JPEG", "JPEG")
     ratios: dict[str, float] = {}
     per = [items // classes + (1 if c < items % classes else 0) for c in range(classes)]
@@ -138,6 +140,22 @@ def make_cache(cache: Path, items: int, classes: int) -> None:
     json.dump(ratios, buf)
     (cache / "fg_bg_ratios_train.json").write_text(buf.getvalue())
     done.write_text(json.dumps({"items": items, "classes": classes}))
+
+
+def make_packed_copy(cache: Path) -> Path:
+    """A hard-linked copy of ``cache`` with its packed form (``forcomp pack``), made once."""
+    dst = cache.parent / (cache.name + "_packed")
+    if not (dst / "train" / "packed" / "index.npz").exists():
+        import shutil
+
+        from forcomp.cache.packing import pack_split
+
+        shutil.rmtree(dst, ignore_errors=True)
+        subprocess.run(["cp", "-al", str(cache), str(dst)], check=True)
+        t0 = time.perf_counter()
+        summary = pack_split(dst, "train")
+        print(f"packed copy ready in {time.perf_counter() - t0:.0f} s ({summary.data_bytes / 1e6:.0f} MB)")
+    return dst
 
 
 def run_child(code: str, *args: str) -> dict:
@@ -162,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     make_cache(cache, args.items, args.classes)
     print(f"cache of {args.items} items ready in {time.perf_counter() - t0:.0f} s: {cache}")
-    rows: dict[str, list[dict]] = {"imagefolder": [], "reader": [], "forcomp": []}
+    packed = make_packed_copy(cache)
+    rows: dict[str, list[dict]] = {"imagefolder": [], "reader": [], "forcomp": [], "forcomp packed": []}
     for _ in range(args.repeats):
         for what in rows:
-            rows[what].append(run_child(CHILD, what, str(cache)))
+            rows[what].append(run_child(CHILD, what, str(packed if what == "forcomp packed" else cache)))
     result: dict = {"items": args.items, "classes": args.classes, "repeats": args.repeats, "rows": {}}
     print(f"{'what':<14}{'start s (median)':>18}{'added MB (median)':>20}{'x ImageFolder mem':>20}")
     base_mem = statistics.median(r["added_bytes"] for r in rows["imagefolder"] if "error" not in r)

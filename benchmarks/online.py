@@ -3,9 +3,11 @@
 Every pipeline produces the same training distribution: ForNet's paste on the full-resolution
 background (``paste_pre_transform=True``), then RandomResizedCrop(224) + flip + normalize.
 
-(a) ``pil``: per-sample pipeline equivalent to ForNet's ``__getitem__`` (written here: PIL decode,
+(a) ``ForNet __getitem__``: a reproduction of ForNet's per-sample ``__getitem__`` (PIL decode,
     resize, Gaussian-feathered alpha paste on the full-size background, then torchvision's
-    RandomResizedCrop(224) + flip + normalize), in a DataLoader.
+    RandomResizedCrop(224) + flip + normalize), in a DataLoader: the reference of every ratio.
+(0) ``ImageFolder``: plain ``ImageFolder`` over the same backgrounds + RandomResizedCrop(224) +
+    flip + normalize: what training without recombination costs.
 (b) ``forcomp fast``: ``ForComp(split="train", size=224).loader(...)`` with the crop and flip fused
     into the recombination (each pixel resampled once from the full-resolution parts); on a CPU
     device the workers paste per batch, then the main process normalises.
@@ -17,7 +19,10 @@ paste: what a CPU worker does), one thread; the kernel alone on one 256-image 22
 single-thread costs of each stage. Same synthetic cache (ImageNet-sized 500x375 backgrounds),
 medians over repeats. Prints a table and writes ``benchmarks/results/online.json``.
 
-    python benchmarks/online.py [--items 256] [--batch 64] [--workers 2] [--repeats 3]
+    python benchmarks/online.py [--items 256] [--batch 64] [--workers 2] [--repeats 3] [--quick]
+
+``--quick`` (128 items unless ``--items`` is given, no kernel-only rows) takes about half a minute
+per repeat on 2 cores.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode
 from torchvision.transforms import v2
 
@@ -45,6 +51,7 @@ from forcomp.recombine.dataset import collate_parts, decode
 from forcomp.recombine.functional import composite
 from forcomp.recombine.params import RecombineConfig, sample_params
 
+REF = "ForNet __getitem__ (reproduction)"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -161,7 +168,8 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
             "forcomp worker: load_parts (decode, draw, crop+resize bg)": ms(
                 lambda: [ds.load_parts(i) for i in range(n)]
             ),
-            "forcomp worker: collate": ms(lambda: collate_parts(samples)),
+            "forcomp worker: collate, padded (feeds a GPU)": ms(lambda: collate_parts(samples)),
+            "forcomp worker: collate, unpadded (a CPU paste)": ms(lambda: collate_parts(samples, pad=False)),
             "forcomp: paste (window kernel, per batch)": ms(lambda: rec(parts, params)),
             "forcomp per-sample path: ds[i] without transform (PIL out)": ms(
                 lambda: [per_sample[i] for i in range(n)]
@@ -225,7 +233,8 @@ def worker_rate(ds: ForComp, batch: int, repeats: int, paste: bool) -> float:
             for i in range(0, len(ds), batch):
                 # feeding a GPU the workers also shrink each foreground to its pasted size
                 items = range(i, min(i + batch, len(ds)))
-                parts = collate_parts([ds.load_parts(j, fg_at_paste_size=not paste) for j in items])
+                samples = [ds.load_parts(j, fg_at_paste_size=not paste) for j in items]
+                parts = collate_parts(samples, pad=not paste)  # a CPU paste reads them unpadded
                 if paste:
                     ds.recombine(parts)
             rates.append(len(ds) / (time.perf_counter() - t))
@@ -236,12 +245,15 @@ def worker_rate(ds: ForComp, batch: int, repeats: int, paste: bool) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=256)
+    ap.add_argument("--items", type=int, default=None, help="default 256 (128 with --quick)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "online.json")
+    ap.add_argument("--quick", action="store_true", help="128 items by default, no kernel-only rows")
     args = ap.parse_args()
+    if args.items is None:
+        args.items = 128 if args.quick else 256
     cache = make_cache(Path(tempfile.mkdtemp(prefix="forcomp-online-")), args.items)
     threads = torch.get_num_threads()
     pil = PILRecombine(cache)
@@ -250,8 +262,12 @@ def main() -> None:
     norm = v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())
     runs: dict[str, list[float]] = {}
     settings = [("1 thread", 0), (f"{args.workers} workers", args.workers)]
+    folder = ImageFolder(str(cache / "train" / "backgrounds"), transform=v2_train_transform())
     pipelines = {
-        "pil ForNet-equivalent": lambda nw: DataLoader(pil, batch_size=args.batch, num_workers=nw),
+        REF: lambda nw: DataLoader(pil, batch_size=args.batch, num_workers=nw),
+        "ImageFolder + RandomResizedCrop + flip": lambda nw: DataLoader(
+            folder, batch_size=args.batch, num_workers=nw
+        ),
         "forcomp fast (crop+flip fused)": lambda nw: fast.loader(
             args.batch, num_workers=nw, batch_transform=norm
         ),
@@ -274,9 +290,7 @@ def main() -> None:
     # Ratio to the PIL pipeline run next to it in the same repeat, then the median: the load of a
     # shared machine drifts between repeats (a 1.5x swing was seen), and pairing cancels it.
     paired = {
-        k: statistics.median(
-            a / b for a, b in zip(v, runs[f"pil ForNet-equivalent, {k.rsplit(', ', 1)[-1]}"], strict=True)
-        )
+        k: statistics.median(a / b for a, b in zip(v, runs[f"{REF}, {k.rsplit(', ', 1)[-1]}"], strict=True))
         for k, v in runs.items()
     }
     torch.set_num_threads(threads)
@@ -301,16 +315,17 @@ def main() -> None:
         f"{dev}, {k}": kernel_rate(dev, args.repeats, kernel=k)
         for dev in devices
         for k in KERNELS
-        if dev == "cuda" or k != "matrix, compiled"  # compiling for the CPU: minutes, not the CPU's path
+        if (dev == "cuda" or k != "matrix, compiled")  # compiling for the CPU: minutes, not the CPU's path
+        and not args.quick
     }
     stages = stage_costs(cache)
-    pil_one = rows["pil ForNet-equivalent, 1 thread"][0]
-    print(f"{'pipeline':<46} {'img/s':>8} {'vs pil (paired median)':>23}")
+    pil_one = rows[f"{REF}, 1 thread"][0]
+    print(f"{'pipeline':<50} {'img/s':>8} {'x ForNet (paired median)':>25}")
     for name, (rate, _) in rows.items():
-        ratio = f"{paired[name]:>22.2f}x" if name in paired else ""
-        print(f"{name:<46} {rate:>8.1f} {ratio}")
+        ratio = f"{paired[name]:>24.2f}x" if name in paired else ""
+        print(f"{name:<50} {rate:>8.1f} {ratio}")
     for name, rate in workers.items():
-        print(f"{name:<56} {rate:>8.1f} img/s/core  {rate / pil_one:>5.2f}x pil per core")
+        print(f"{name:<56} {rate:>8.1f} img/s/core  {rate / pil_one:>5.2f}x ForNet per core")
     for dev, r in kernel.items():
         print(f"{'kernel only, 256x224², ' + dev:<46} {r:>8.0f}")
     print("\nstage costs, one thread, ms per image:")
@@ -330,10 +345,12 @@ def main() -> None:
                 "machine": machine,
                 "settings": vars(args) | {"out": os.path.relpath(args.out)},
                 "pipelines": {
-                    k: {"img_per_s": v[0], "runs": v[1], "vs_pil_paired_median": paired.get(k)}
+                    k: {"img_per_s": v[0], "runs": v[1], "vs_fornet_paired_median": paired.get(k)}
                     for k, v in rows.items()
                 },
                 "worker_side_img_per_s_one_thread": workers,
+                "worker_side_vs_fornet_one_thread": {k: v / pil_one for k, v in workers.items()},
+                "load_average_1_5_15_min": os.getloadavg(),
                 "kernel_img_per_s": kernel,
                 "stage_ms_per_image_one_thread": stages,
             },

@@ -323,7 +323,7 @@ class ForComp(Dataset):
         if self.size is None:
             image, mask = self._composite_full(sample)
         else:
-            parts = collate_parts([sample])
+            parts = collate_parts([sample], pad=False)  # one foreground: nothing to pad
             images, masks = self.recombine(parts)  # the item's own draws: ds[i] equals item i of a batch
             image, mask = tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
         label: Any = sample["label"]

@@ -143,7 +143,7 @@ class _PasteInWorkers:
         self.recombine, self.augment, self.return_masks = recombine, augment, return_masks
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
-        parts = collate_parts(samples)
+        parts = collate_parts(samples, pad=False)  # pasted here on the CPU: no padded copy
         # float32 across the process boundary (not uint8): the same values as ds[i], no rounding
         images, masks = self.recombine(parts)
         images, masks = images.as_subclass(torch.Tensor), masks.as_subclass(torch.Tensor)

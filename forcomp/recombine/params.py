@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from forcomp.recombine.config import MAX_BATES_N, SCHEDULES, Background, RecombineConfig, SizeMode
@@ -194,6 +195,8 @@ def plan(
     """The geometry of a batch from its draws: the paste on ``canvas``, composed with the fused crop
     and flip into ``out_hw`` when ``out_hw`` is given (``canvas`` is then the ``(B, 2)``
     full-resolution backgrounds' sizes). Arguments as :func:`sample_params`'s."""
+    if _one_cpu_sample(fg_ratio, bg_ratio, fg_hw, fg_fill, canvas, draws):
+        return _plan_one(fg_ratio, bg_ratio, fg_hw, fg_fill, canvas, cfg, draws, out_hw)
     paste = sample_params(fg_ratio, bg_ratio, fg_hw, fg_fill, canvas, cfg, uniforms=draws)
     if out_hw is None:
         return Plan(paste)
@@ -201,6 +204,174 @@ def plan(
         canvas = torch.tensor([list(canvas)] * fg_ratio.shape[0])
     crop = sample_crop(canvas, cfg, draws, out_hw)
     return Plan(compose_crop(paste, crop, out_hw), crop)
+
+
+def _one_cpu_sample(
+    fg_ratio: torch.Tensor,
+    bg_ratio: torch.Tensor,
+    fg_hw: torch.Tensor,
+    fg_fill: torch.Tensor,
+    canvas: tuple[int, int] | torch.Tensor,
+    draws: SampleDraws,
+) -> bool:
+    """Whether :func:`plan` may take the one-sample path (what each ``ForComp`` item plans)."""
+    tensors = [fg_ratio, bg_ratio, fg_hw, fg_fill, *(t for t in draws if t is not None)]
+    if isinstance(canvas, torch.Tensor):
+        tensors.append(canvas)
+    return (
+        isinstance(draws, SampleDraws)
+        and fg_ratio.shape == (1,)
+        and draws.size.shape == (1,)
+        and all(t.device.type == "cpu" for t in tensors)
+        and all(t.dtype == torch.float32 for t in (fg_ratio, bg_ratio, fg_fill, draws.size, draws.x))
+    )
+
+
+_f32 = np.float32
+
+
+def _plan_one(
+    fg_ratio: torch.Tensor,
+    bg_ratio: torch.Tensor,
+    fg_hw: torch.Tensor,
+    fill: torch.Tensor,
+    canvas: tuple[int, int] | torch.Tensor,
+    cfg: RecombineConfig,
+    draws: SampleDraws,
+    out_hw: tuple[int, int] | None,
+) -> Plan:
+    """:func:`plan` for one sample on the CPU in scalars: the same operations in the same order
+    and precision (float32 as numpy scalars; float64 as Python floats; torch's own ``exp`` for the
+    crop's aspects), about 60 one-element torch operations fewer. Batches take the tensor path;
+    the tests compare both bit for bit."""
+    f = _f32
+    H: np.float32 | float
+    W: np.float32 | float
+    if isinstance(canvas, torch.Tensor):
+        ch, cw = (int(v) for v in canvas.reshape(2).tolist())
+        H, W = f(ch), f(cw)
+        area: np.float32 | float = H * W / f(9.0 if cfg.nonant is not None else 1.0)
+    else:
+        ch, cw = int(canvas[0]), int(canvas[1])
+        H, W = float(canvas[0]), float(canvas[1])
+        area = f(H * W / (9.0 if cfg.nonant is not None else 1.0))
+    fr, br = f(fg_ratio.item()), f(bg_ratio.item())
+    mode = cfg.fg_size_mode
+    if mode == "range":
+        lo, hi = np.minimum(fr, br), np.maximum(fr, br)
+    elif mode == "min":
+        lo = hi = np.minimum(fr, br)
+    elif mode == "max":
+        lo = hi = np.maximum(fr, br)
+    else:
+        lo = hi = (fr + br) / f(2)
+    n, j = abs(cfg.fg_bates_n), cfg.fg_scale_jitter
+    u = f(draws.size.item())
+    ratio = (lo * f(1 - j) + u * (hi * f(1 + j) - lo * f(1 - j))) * f(cfg.size_factor)
+    crop_area = f(area) * ratio / np.maximum(f(fill.item()), f(1e-6))
+    fh_i, fw_i = (int(v) for v in fg_hw.reshape(2).tolist())
+    fh, fw = np.maximum(f(fh_i), f(1)), np.maximum(f(fw_i), f(1))
+    # torch's sqrt, not numpy's: torch's float32 sqrt is not always correctly rounded
+    h, w = (np.maximum(f(v), f(1.0)) for v in _torch_sqrt([crop_area * fh / fw, crop_area * fw / fh]))
+    if cfg.nonant is not None:
+        r, c = divmod(cfg.nonant, 3)
+        Wf, Hf = f(W), f(H)
+        if isinstance(canvas, torch.Tensor):
+            x_lo, x_hi = f(c) * Wf / f(3) + f(0) * w, f(c + 1) * Wf / f(3) - w
+            y_lo, y_hi = f(r) * Hf / f(3) + f(0) * h, f(r + 1) * Hf / f(3) - h
+        else:
+            x_lo, x_hi = f(c * W / 3) + f(0) * w, f((c + 1) * W / 3) - w
+            y_lo, y_hi = f(r * H / 3) + f(0) * h, f((r + 1) * H / 3) - h
+        x_mid, y_mid = (x_lo + x_hi) / f(2), (y_lo + y_hi) / f(2)
+        if x_lo > x_hi:
+            x_lo = x_hi = x_mid
+        if y_lo > y_hi:
+            y_lo = y_hi = y_mid
+    else:
+        jo = cfg.rel_jut_out
+        a_lo, a_hi = f(-jo) * w, f(W) - w * f(1 - jo)
+        b_lo, b_hi = f(-jo) * h, f(H) - h * f(1 - jo)
+        x_lo, x_hi = np.minimum(a_lo, a_hi), np.maximum(a_lo, a_hi)
+        y_lo, y_hi = np.minimum(b_lo, b_hi), np.maximum(b_lo, b_hi)
+    if cfg.fg_bates_n == 0:
+        zx = zy = f(0.5)
+    elif n == 1:
+        zx, zy = f(draws.x.item()), f(draws.y.item())
+    else:  # torch's float32 sum order
+        zx, zy = f(draws.x.mean(1).item()), f(draws.y.mean(1).item())
+    if cfg.fg_bates_n < 0:
+        zx, zy = ((z + f(0.5)) % f(1.0) for z in (zx, zy))
+    x0 = x_lo + zx * (x_hi - x_lo)
+    y0 = y_lo + zy * (y_hi - y_lo)
+    sigma = (f(draws.sigma.item()) * f(0.9) + f(0.1)) * f(cfg.mask_smoothing_sigma)
+    sigma = np.minimum(sigma, np.minimum(w, h) / f(8))
+    if out_hw is None:
+        return Plan(_params_of(x0, y0, w, h, sigma))
+    crop = _crop_one(ch, cw, cfg, draws, out_hw)
+    Ho, Wo = out_hw
+    sx, sy = f(1) / f(crop[2]) * f(Wo), f(1) / f(crop[3]) * f(Ho)  # int / tensor: reciprocal, times
+    x0, y0 = (x0 - f(crop[0])) * sx, (y0 - f(crop[1])) * sy
+    w, h = w * sx, h * sy
+    if crop[4]:
+        x0 = f(Wo) - (x0 + w)
+    cx, cy, cw_t, ch_t = torch.tensor([[v] for v in crop[:4]], dtype=torch.float32).unbind(0)
+    return Plan(
+        _params_of(x0, y0, w, h, sigma * f(_torch_sqrt([sx * sy])[0])),
+        CropParams(x0=cx, y0=cy, w=cw_t, h=ch_t, flip=torch.tensor([crop[4]])),
+    )
+
+
+def _torch_sqrt(values: list[np.float32] | list[float], dtype: torch.dtype = torch.float32) -> list[float]:
+    """torch's ``sqrt`` of ``values`` (one row, as the tensor path lays them out)."""
+    return torch.tensor([float(v) for v in values], dtype=dtype).sqrt_().tolist()
+
+
+def _params_of(*values: np.float32) -> RecombineParams:
+    return RecombineParams(*torch.from_numpy(np.array(values, dtype=np.float32).reshape(5, 1)).unbind(0))
+
+
+def _crop_one(
+    H_i: int, W_i: int, cfg: RecombineConfig, draws: SampleDraws, out_hw: tuple[int, int]
+) -> tuple[float, float, float, float, bool]:
+    """:func:`sample_crop` for one sample in Python floats (its float64, operation by operation)."""
+    H, W = float(H_i), float(W_i)
+    u = draws.crop_uniforms()[0].tolist()
+    crop_range = cfg.crop_range
+    x0: float
+    y0: float
+    if crop_range is None:
+        s = max((1.0 / H) * out_hw[0], (1.0 / W) * out_hw[1])  # int / tensor: reciprocal, times
+        w, h = min(round((1.0 / s) * out_hw[1]), W), min(round((1.0 / s) * out_hw[0]), H)
+        x0, y0 = float(math.floor((W - w) / 2)), float(math.floor((H - h) / 2))
+        k = 0
+    else:
+        lo, hi = crop_range
+        lr = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+        areas = [(H * W) * (lo + u[2 * i] * (hi - lo)) for i in range(CROP_TRIES)]
+        # torch's exp (vectorised for part of the row): the same aspects to the last bit
+        logs = [lr[0] + u[2 * i + 1] * (lr[1] - lr[0]) for i in range(CROP_TRIES)]
+        e = torch.tensor([logs], dtype=torch.float64)
+        aspects = e.exp_()[0].tolist()
+        tws = _torch_sqrt([a * asp for a, asp in zip(areas, aspects, strict=True)], torch.float64)
+        ths = _torch_sqrt([a / asp for a, asp in zip(areas, aspects, strict=True)], torch.float64)
+        x0 = y0 = w = h = 0.0
+        for tw_raw, th_raw in zip(tws, ths, strict=True):
+            tw, th = float(round(tw_raw)), float(round(th_raw))
+            if 0 < tw <= W and 0 < th <= H:
+                w, h = tw, th
+                py, px = u[2 * CROP_TRIES], u[2 * CROP_TRIES + 1]
+                y0 = min(float(math.floor(py * (H - h + 1))), H - h)
+                x0 = min(float(math.floor(px * (W - w + 1))), W - w)
+                break
+        else:
+            in_ratio = W / H
+            r0, r1 = cfg.crop_ratio
+            w = W if in_ratio < r0 else (float(round(H * r1)) if in_ratio > r1 else W)
+            h = float(round(W / r0)) if in_ratio < r0 else H
+            x0, y0 = float(math.floor((W - w) / 2)), float(math.floor((H - h) / 2))
+        k = 2 * CROP_TRIES + 2
+    flip = cfg.flip_prob > 0 and u[k] < cfg.flip_prob
+    return float(x0), float(y0), float(w), float(h), bool(flip)
 
 
 class CropParams(NamedTuple):

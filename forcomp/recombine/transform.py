@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from typing_extensions import Unpack
 
 from forcomp.recombine.config import RecombineConfig, RecombineKwargs
-from forcomp.recombine.functional import composite
+from forcomp.recombine.functional import composite, pad_foregrounds
 from forcomp.recombine.params import RecombineParams, SampleDraws, derive_seed, draw_batch, fg_fill, plan
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class Parts:
     """A collated batch of recombination inputs (what ``ForComp.loader`` workers produce).
 
     Attributes:
-        fg: ``(B, 4, Hf, Wf)`` uint8 RGBA foregrounds, zero-padded bottom/right.
+        fg: ``(B, 4, Hf, Wf)`` uint8 RGBA foregrounds, zero-padded bottom/right (or a list of
+            ``B`` unpadded ``(4, h, w)`` ones: ``collate_parts(pad=False)``, for a CPU paste).
         fg_hw: ``(B, 2)`` valid foreground height, width.
         bg: ``(B, 3, H, W)`` uint8 backgrounds already at the output size.
         fg_ratio, bg_ratio: ``(B,)`` object share of the foreground's / background's source image.
@@ -48,7 +49,7 @@ class Parts:
             bit (fused mode), for the record.
     """
 
-    fg: torch.Tensor
+    fg: torch.Tensor | list[torch.Tensor]
     fg_hw: torch.Tensor
     bg: torch.Tensor
     fg_ratio: torch.Tensor
@@ -65,6 +66,8 @@ class Parts:
         def mv(t: Any) -> Any:
             if isinstance(t, (RecombineParams, SampleDraws)):
                 return type(t)(*(None if x is None else x.to(device, non_blocking=non_blocking) for x in t))  # type: ignore[arg-type]
+            if isinstance(t, list):
+                return [x.to(device, non_blocking=non_blocking) for x in t]
             return t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
 
         return Parts(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -77,6 +80,8 @@ class Parts:
         def pin(t: Any) -> Any:
             if isinstance(t, (RecombineParams, SampleDraws)):
                 return type(t)(*(None if x is None else x.pin_memory() for x in t))  # type: ignore[arg-type]
+            if isinstance(t, list):
+                return [x.pin_memory() for x in t]
             return t.pin_memory() if isinstance(t, torch.Tensor) else t
 
         return Parts(*(pin(getattr(self, f)) for f in self.__dataclass_fields__))  # type: ignore[arg-type]
@@ -84,7 +89,8 @@ class Parts:
     @property
     def fg_fill(self) -> torch.Tensor:
         """Share of each valid foreground crop covered by the object (mean alpha)."""
-        return fg_fill(self.fg, self.fg_hw)
+        fg = self.fg if isinstance(self.fg, torch.Tensor) else pad_foregrounds(self.fg)
+        return fg_fill(fg, self.fg_hw)
 
 
 class Recombine(v2.Transform):
@@ -171,7 +177,10 @@ class Recombine(v2.Transform):
     def _composite(
         self, parts: Parts, params: RecombineParams, out_dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        args = (parts.fg, parts.fg_hw, parts.bg, params)
+        fg = parts.fg
+        if not isinstance(fg, torch.Tensor) and self.uses_compile(parts.bg.device):
+            fg = pad_foregrounds(fg)  # the compiled matrix kernel takes one padded tensor
+        args = (fg, parts.fg_hw, parts.bg, params)
         kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": out_dtype}
         if self.uses_compile(parts.bg.device):
             if self._compiled is None:
@@ -264,15 +273,15 @@ class Recombine(v2.Transform):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
 
 
-def collate_parts(samples: Sequence[dict[str, Any]]) -> Parts:
-    """Stack ``ForComp.load_parts`` samples into a :class:`Parts` batch (foregrounds zero-padded to
-    the largest)."""
-    hmax = max(s["fg"].shape[1] for s in samples)
-    wmax = max(s["fg"].shape[2] for s in samples)
-    fg = torch.zeros(len(samples), 4, hmax, wmax, dtype=torch.uint8)
-    for i, s in enumerate(samples):
-        _, h, w = s["fg"].shape
-        fg[i, :, :h, :w] = s["fg"]
+def collate_parts(samples: Sequence[dict[str, Any]], *, pad: bool = True) -> Parts:
+    """Stack ``ForComp.load_parts`` samples into a :class:`Parts` batch.
+
+    Foregrounds are zero-padded to the largest; ``pad=False`` keeps them as a list of unpadded
+    tensors, which the CPU (window) paste reads as they are: a batch pasted where it is collated
+    (a CPU loader's workers, ``ds[i]``) skips the padded copy.
+    """
+    fgs = [s["fg"] for s in samples]
+    fg = pad_foregrounds(fgs) if pad else fgs
     has_orig = any(s["orig"] is not None for s in samples)
     bg = torch.stack([s["bg"] for s in samples])
     return Parts(

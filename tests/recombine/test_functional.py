@@ -640,3 +640,137 @@ def test_both_kernels_agree_at_the_feathering_threshold() -> None:
     _, ma = composite(fg, hw, bg, p, method="window")
     _, mb = composite(fg, hw, bg, p, method="matrix")
     assert torch.equal(ma, mb)
+
+
+# ---- the window kernel against its plain form: same pixels, less work ----
+# The plain form premultiplies and resamples the whole foreground, blurs the whole window and
+# blends out of place; the kernel premultiplies only the source pixels its visible outputs read,
+# blurs only the visible pixels and blends in place. Kept here as the reference.
+
+
+def _plain_premultiplied(src: torch.Tensor) -> torch.Tensor:
+    out = src.clone()
+    out[:3] = (src[:3].float() * (src[3].float() * (1 / 255))).round_().to(torch.uint8)
+    return out
+
+
+def _plain_feather(a: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    h, w = a.shape
+    d = torch.arange(-radius, radius + 1, dtype=a.dtype)
+    k = torch.exp(-0.5 * (d / max(sigma, 1e-3)) ** 2)
+    taps = (k / k.sum()).tolist()
+    p = torch.nn.functional.pad(a, (radius, radius, radius, radius))
+    rows = torch.zeros(h, w + 2 * radius, dtype=a.dtype)
+    for t, kt in enumerate(taps):
+        rows.add_(p[t : t + h], alpha=kt)
+    cols = rows.t().contiguous()
+    blurred_t = torch.zeros(w, h, dtype=a.dtype)
+    for t, kt in enumerate(taps):
+        blurred_t.add_(cols[t : t + w], alpha=kt)
+    return blurred_t.t()
+
+
+def _plain_window(fg, fg_hw, bg, params, radius, out_dtype, fg_filter):
+    """The CPU window kernel for uint8 foregrounds, whole-foreground form (float32 compute)."""
+    B, (H, W) = bg.shape[0], bg.shape[-2:]
+    int_out = not out_dtype.is_floating_point
+    unit = 255.0 if int_out else 1.0
+    if int_out or bg.dtype.is_floating_point:
+        images = bg.to(out_dtype, copy=True)
+    else:
+        images = bg.float().mul_(1 / 255)
+    masks = torch.zeros(B, H, W)
+    box = torch.stack([params.x0, params.y0, params.w.clamp_min(1), params.h.clamp_min(1)], 1)
+    for b, ((x, y, w, h), (fh, fw), s, f) in enumerate(
+        zip(box.double().round().long().tolist(), fg_hw.tolist(), params.sigma.double().tolist(),
+            (params.sigma > 0.05).tolist(), strict=True)
+    ):  # fmt: skip
+        ya, yb, xa, xb = max(y, 0), min(y + h, H), max(x, 0), min(x + w, W)
+        if ya >= yb or xa >= xb:
+            continue
+        src = _plain_premultiplied(fg[b, :, :fh, :fw])
+        r = min(radius, math.ceil(3 * s)) if f else 0
+        ea, eb, ec, ed = max(ya - r, y), min(yb + r, y + h), max(xa - r, x), min(xb + r, x + w)
+        res = torch.nn.functional.interpolate(
+            src[None].contiguous(memory_format=torch.channels_last), size=(h, w), mode=fg_filter,
+            antialias=True, align_corners=False,
+        )[0, :, ea - y : eb - y, ec - x : ed - x].float() * (1 / 255)  # fmt: skip
+        if fg_filter == "bicubic":
+            res[3].clamp_(0, 1)
+            res[:3] = torch.minimum(res[:3].clamp_min(0), res[3:4])
+        vis = (slice(ya - ea, yb - ea), slice(xa - ec, xb - ec))
+        if r:
+            a_out = (_plain_feather(res[3], s, r)[vis] * 2 - 1).clamp_(0, 1)
+        res = res[(slice(None), *vis)]
+        if not r:
+            a_out = res[3].clamp(0, 1)
+        rgb = (res[:3] / res[3].clamp_min(1e-6)).clamp_(0, 1) * unit
+        under = images[b, :, ya:yb, xa:xb].float()
+        out = torch.addcmul(under, a_out, rgb - under)
+        if int_out:
+            out = out.round_().clamp_(0, 255)
+        images[b, :, ya:yb, xa:xb] = out.to(out_dtype)
+        masks[b, ya:yb, xa:xb] = a_out
+    return images, masks
+
+
+def test_premultiply_u8_is_the_float_product_rounded_for_every_pair():
+    c = torch.arange(256, dtype=torch.uint8).repeat_interleave(256).reshape(256, 256)
+    a = torch.arange(256, dtype=torch.uint8).repeat(256).reshape(256, 256)
+    rgba = torch.stack([c, c.flip(0), c.t(), a])
+    want = (rgba[:3].float() * (rgba[3].float() * (1 / 255))).round_().to(torch.uint8)
+    assert torch.equal(functional.premultiply_u8(rgba), want)
+    # a strided view (rows of a larger image), as the kernel hands it over
+    assert torch.equal(functional.premultiply_u8(rgba[:, 10:200, 7:99]), want[:, 10:200, 7:99])
+    assert torch.equal(functional.premultiplied(rgba, torch.float32, True)[:3], want)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_window_kernel_equals_its_whole_foreground_form(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, H, W = 6, 40 + seed % 3 * 17, 56 - seed % 2 * 9
+
+    def ri(lo, hi, n=B):
+        return torch.randint(lo, hi, (n,), generator=g)
+
+    fh, fw = ri(3, 90), ri(3, 110)
+    fg = torch.randint(0, 256, (B, 4, 90, 110), generator=g, dtype=torch.uint8)
+    fg[:, 3, :, : 110 // 3] = 0  # a transparent band: premultiplication matters
+    # objects from tiny to 3x the canvas, many jutting out of it on any side
+    w, h = (ri(1, 3 * W).float() + torch.rand(B, generator=g)), (ri(1, 3 * H).float() + 0.3)
+    x0 = torch.rand(B, generator=g) * (W + w) - w
+    y0 = torch.rand(B, generator=g) * (H + h) - h
+    sigma = torch.rand(B, generator=g) * 6 * (torch.rand(B, generator=g) > 0.2)
+    params = RecombineParams(x0=x0, y0=y0, w=w, h=h, sigma=sigma)
+    hw = torch.stack([fh, fw], 1)
+    bg = torch.randint(0, 256, (B, 3, H, W), generator=g, dtype=torch.uint8)
+    radius = (12, 40)[seed % 2]
+    for fg_filter in ("bilinear", "bicubic"):
+        for out_dtype in (torch.float32, torch.uint8):
+            got = composite(fg, hw, bg, params, smoothing_radius=radius, method="window",
+                            out_dtype=out_dtype, fg_filter=fg_filter)  # fmt: skip
+            want = _plain_window(fg, hw, bg, params, radius, out_dtype, fg_filter)
+            assert torch.equal(got[0], want[0]), (fg_filter, out_dtype)
+            assert torch.equal(got[1], want[1]), (fg_filter, out_dtype)
+        got = composite(fg, hw, bg.float() / 255, params, smoothing_radius=radius, method="window",
+                        fg_filter=fg_filter)  # fmt: skip
+        want = _plain_window(fg, hw, bg.float() / 255, params, radius, torch.float32, fg_filter)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_a_list_of_unpadded_foregrounds_is_refused_without_a_batch():
+    fg, hw, bg, params = torch.zeros(1, 4, 5, 5, dtype=torch.uint8), torch.tensor([[5, 5]]), None, None
+    bg = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    params = RecombineParams(*(torch.ones(2) for _ in range(5)))
+    with pytest.raises(ValueError, match="1 foregrounds for 2 backgrounds"):
+        composite([fg[0]], hw, bg, params)
+    with pytest.raises(ValueError, match="batched"):
+        composite([fg[0]], hw, bg[0], RecombineParams(*(torch.ones(()) for _ in range(5))))
+
+
+def test_unit_float_is_torchs_convert_and_multiply_for_every_value():
+    every = torch.arange(256, dtype=torch.uint8).reshape(1, 4, 8, 8).expand(3, 4, 8, 8)
+    want = every.float().mul_(1 / 255)
+    got = functional.unit_float(every)
+    assert got.dtype == torch.float32 and got.shape == every.shape and torch.equal(got, want)
+    assert torch.equal(functional.unit_float(every[:, 1:, 2:5]), want[:, 1:, 2:5])  # a strided view

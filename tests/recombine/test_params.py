@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.transforms import RandomResizedCrop
 
+from forcomp.recombine import params as params_mod
 from forcomp.recombine.params import (
     CropParams,
     RecombineConfig,
@@ -822,3 +823,60 @@ def test_results_stay_on_the_inputs_device():
         torch.empty(3, 2, device="meta"), RecombineConfig(), torch.empty(3, 0, device="meta"), (8, 8)
     )
     assert c.flip.device.type == "meta" and c.flip.dtype == torch.bool and c.flip.shape == (3,)
+
+
+# ---- one sample's plan in scalars equals the tensor path ----
+
+
+def _tensor_plan(fg_ratio, bg_ratio, fg_hw, fill, canvas, cfg, draws, out_hw):
+    """``plan`` as batches compute it: tensor operations over ``(B,)`` (here B = 1)."""
+    paste = params_mod.sample_params(fg_ratio, bg_ratio, fg_hw, fill, canvas, cfg, uniforms=draws)
+    if out_hw is None:
+        return params_mod.Plan(paste)
+    if not isinstance(canvas, torch.Tensor):
+        canvas = torch.tensor([list(canvas)] * fg_ratio.shape[0])
+    crop = params_mod.sample_crop(canvas, cfg, draws, out_hw)
+    return params_mod.Plan(params_mod.compose_crop(paste, crop, out_hw), crop)
+
+
+def _random_case(rng: np.random.Generator):
+    crop_scale = [None, (0.08, 1.0), (0.5, 0.6), (0.9, 1.0)][rng.integers(4)]
+    crop_ratio = [(3 / 4, 4 / 3), (1.0, 1.0), (0.2, 5.0), (2.0, 3.0)][rng.integers(4)]
+    cfg = RecombineConfig(
+        fg_size_mode=["range", "min", "max", "mean"][rng.integers(4)],
+        fg_bates_n=int(rng.choice([-4, -3, -1, 0, 1, 2, 3, 4])),
+        nonant=None if rng.random() < 0.6 else int(rng.integers(9)),
+        rel_jut_out=float(rng.choice([0.0, 0.2, rng.random()])),
+        size_factor=float(rng.choice([1.0, rng.uniform(0.1, 3)])),
+        fg_scale_jitter=float(rng.choice([0.3, 0.0, rng.random()])),
+        mask_smoothing_sigma=float(rng.choice([4.0, rng.uniform(0, 8)])),
+        crop_scale=crop_scale,
+        crop_ratio=crop_ratio,
+        hflip_prob=float(rng.choice([0.0, 0.5, 1.0])),
+    )
+    fused = rng.random() < 0.7
+    bg_hw = [int(rng.integers(20, 700)), int(rng.integers(20, 700))]
+    canvas = torch.tensor([bg_hw]) if fused else tuple(int(v) for v in rng.integers(16, 300, 2))
+    out_hw = tuple(int(v) for v in rng.integers(16, 300, 2)) if fused else None
+    g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    draws = params_mod.draw_sample(cfg, 0, generator=g)
+    fh, fw = int(rng.integers(1, 600)), int(rng.integers(1, 600))
+    alpha = torch.randint(0, 256, (fh, fw), generator=g, dtype=torch.uint8)
+    alpha[: int(rng.integers(fh + 1))] = 0  # fills from 0 to about a half
+    fill = alpha.float().mean().reshape(1) / 255.0
+    ratios = [torch.tensor([float(rng.choice([rng.random(), rng.random() ** 4, 1.0]))]) for _ in range(2)]
+    return (*ratios, torch.tensor([[fh, fw]]), fill, canvas, cfg, draws, out_hw)
+
+
+def test_one_sample_plan_equals_the_tensor_path_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for case in range(1500):
+        args = _random_case(rng)
+        got, want = params_mod.plan(*args[:-1], out_hw=args[-1]), _tensor_plan(*args)
+        for name, a, b in zip(("params", "crop"), got, want, strict=True):
+            if b is None:
+                assert a is None
+                continue
+            for field, x, y in zip(b._fields, a, b, strict=True):
+                assert x.dtype == y.dtype and x.shape == y.shape, (case, name, field)
+                assert torch.equal(x, y), (case, name, field, x, y, args[5])

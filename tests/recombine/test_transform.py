@@ -150,3 +150,41 @@ def test_the_docstring_example_runs(cache):
     for ex in examples:
         runner.run(ex)
     assert runner.tries >= 5 and runner.failures == 0
+
+
+def _ragged_samples(n=5, seed=0):
+    """Samples of other foreground sizes, each with its own geometry (as ``load_parts`` gives)."""
+    from forcomp.recombine.params import RecombineParams
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        h, w = 10 + 7 * i, 31 - 4 * i
+        fg = torch.randint(0, 256, (4, h, w), generator=g, dtype=torch.uint8)
+        fg[3, : h // 3] = 0
+        box = (-5.0 + 9 * i, 3.0 * i, 20.0 + 6 * i, 30.0 - 2 * i, 1.5)  # x0, y0, w, h, sigma
+        params = RecombineParams(*(torch.tensor([v]) for v in box))
+        bg = torch.randint(0, 256, (3, 40, 48), generator=g, dtype=torch.uint8)
+        out.append({"fg": fg, "bg": bg, "fg_ratio": 0.2, "bg_ratio": 0.3, "label": i, "orig": None,
+                    "use_orig": False, "params": params})  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("method", ["window", "matrix", "auto"])
+def test_unpadded_batch_pastes_as_the_padded_one(method):
+    samples = _ragged_samples()
+    padded, ragged = collate_parts(samples), collate_parts(samples, pad=False)
+    assert isinstance(ragged.fg, list) and [t.shape for t in ragged.fg] == [s["fg"].shape for s in samples]
+    assert padded.fg.shape == (5, 4, 38, 31)
+    for i, s in enumerate(samples):  # zero padding around each foreground
+        _, h, w = s["fg"].shape
+        assert torch.equal(padded.fg[i, :, :h, :w], s["fg"])
+        assert not padded.fg[i, :, h:].any() and not padded.fg[i, :, :, w:].any()
+    assert torch.equal(ragged.fg_fill, padded.fg_fill)
+    rec = Recombine(seed=0, method=method, compile=False)
+    for out_dtype in (torch.float32, torch.uint8):
+        a, b = rec(padded, out_dtype=out_dtype), rec(ragged, out_dtype=out_dtype)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    moved = ragged.to("cpu")
+    assert isinstance(moved.fg, list)
+    assert all(torch.equal(x, y) for x, y in zip(moved.fg, ragged.fg, strict=True))
