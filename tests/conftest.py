@@ -33,3 +33,13 @@ def built_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     summary = build_cache(source, cache, BuildConfig(split="val", segmenter="classical", inpainter="telea"))
     assert summary.exit_code == 0, summary.format()
     return source, cache
+
+
+@pytest.fixture
+def cache_copy(built_cache: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of ``built_cache``'s cache, free to damage."""
+    import shutil
+
+    dst = tmp_path / "cache"
+    shutil.copytree(built_cache[1], dst)
+    return dst

@@ -63,22 +63,26 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from forcomp.cache.verify import format_report, splits_present, verify_cache
+    from forcomp.cache.verify import format_report, verify_cache
 
-    check_cache_dir(args.cache)
-    wanted = list(dict.fromkeys(args.split)) if args.split else None
-    if wanted is not None:
-        present = splits_present(args.cache)
-        missing = [s for s in wanted if s not in present]
-        if missing:  # a build of another split's source would not add it: name the one to build
-            report = [
-                format_report(verify_cache(args.cache, [s]), args.cache) for s in wanted if s in present
-            ]
-            print("\n".join([*report, *(missing_split_message(args.cache, s, present) for s in missing)]))
-            return EXIT_PARTIAL
-    problems = verify_cache(args.cache, wanted)
+    wanted, present, missing = _splits(args)
+    if missing:  # a build of another split's source would not add it: name the one to build
+        report = [format_report(verify_cache(args.cache, [s]), args.cache) for s in wanted if s in present]
+        print("\n".join([*report, *(missing_split_message(args.cache, s, present) for s in missing)]))
+        return EXIT_PARTIAL
+    problems = verify_cache(args.cache, wanted if args.split else None)
     print(format_report(problems, args.cache))
     return EXIT_PARTIAL if problems else EXIT_OK
+
+
+def _splits(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
+    """``(wanted, present, missing)`` splits of ``args.cache`` for ``--split`` (default: all present)."""
+    from forcomp.cache.verify import splits_present
+
+    check_cache_dir(args.cache)
+    present = splits_present(args.cache)
+    wanted = list(dict.fromkeys(args.split)) if args.split else present
+    return wanted, present, [s for s in wanted if s not in present]
 
 
 def missing_split_message(cache: Path, split: str, present: Sequence[str]) -> str:
@@ -115,12 +119,8 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     from forcomp.cache.packing import pack_split
-    from forcomp.cache.verify import splits_present
 
-    check_cache_dir(args.cache)
-    present = splits_present(args.cache)
-    wanted = list(dict.fromkeys(args.split)) if args.split else present
-    missing = [s for s in wanted if s not in present]
+    wanted, present, missing = _splits(args)
     if missing:
         print("\n".join(missing_split_message(args.cache, s, present) for s in missing), file=sys.stderr)
         return EXIT_UNUSABLE

@@ -17,13 +17,6 @@ from forcomp.cache.verify import verify_cache
 from forcomp.recombine.dataset import ForComp
 
 
-@pytest.fixture
-def cache_copy(built_cache, tmp_path: Path) -> Path:
-    dst = tmp_path / "cache"
-    shutil.copytree(built_cache[1], dst)
-    return dst
-
-
 def _pictures(cache: Path, **kw) -> list[torch.Tensor]:
     ds = ForComp(cache, dmg.SPLIT, size=48, seed=3, **kw)
     return [ds[i][0] for i in range(len(ds))]

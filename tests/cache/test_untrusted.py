@@ -16,13 +16,6 @@ from forcomp.cache.verify import format_report, verify_cache
 from forcomp.errors import CacheFormatError
 
 
-@pytest.fixture
-def cache_copy(built_cache, tmp_path: Path) -> Path:
-    dst = tmp_path / "cache"
-    shutil.copytree(built_cache[1], dst)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def clean_labels(built_cache) -> tuple[list[str], dict[str, int]]:
     reader = CacheReader(built_cache[1], dmg.SPLIT)

@@ -11,14 +11,6 @@ from forcomp.cache.layout import CacheLayout
 from forcomp.cache.verify import verify_cache
 
 
-@pytest.fixture
-def cache_copy(built_cache, tmp_path):
-    _, cache = built_cache
-    dst = tmp_path / "cache"
-    shutil.copytree(cache, dst)
-    return dst
-
-
 def test_sound_cache_verifies(built_cache):
     assert verify_cache(built_cache[1]) == []
 

@@ -12,7 +12,6 @@ import logging
 import resource
 import shutil
 import time
-from pathlib import Path
 
 import damaged_caches as dmg
 import pytest
@@ -24,13 +23,6 @@ from forcomp.recombine.dataset import ForComp
 
 EPOCH_SECONDS = 30  # a 9-item epoch takes well under a second; a decoded bomb takes minutes
 EPOCH_GROWTH_BYTES = 1 << 30  # a decoded 65500x65500 bomb needs ~12 GiB
-
-
-@pytest.fixture
-def cache_copy(built_cache, tmp_path: Path) -> Path:
-    dst = tmp_path / "cache"
-    shutil.copytree(built_cache[1], dst)
-    return dst
 
 
 @pytest.fixture(scope="module")
