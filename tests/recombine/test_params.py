@@ -880,3 +880,42 @@ def test_one_sample_plan_equals_the_tensor_path_bit_for_bit():
             for field, x, y in zip(b._fields, a, b, strict=True):
                 assert x.dtype == y.dtype and x.shape == y.shape, (case, name, field)
                 assert torch.equal(x, y), (case, name, field, x, y, args[5])
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(8, (8, 8)), (224, (224, 224)), ((8, 9), (8, 9)), ([32, 64], (32, 64))],
+)
+def test_canvas_size_accepts_ints_and_pairs_of_at_least_8(size, expected) -> None:
+    from forcomp.recombine.config import canvas_size
+
+    assert canvas_size(size) == expected and all(type(v) is int for v in canvas_size(size))
+
+
+@pytest.mark.parametrize(
+    "size", [7, (8, 7), (7, 8), (8,), (8, 8, 8), "224", b"8", True, (8.0, 8), None, (True, 8)]
+)
+def test_canvas_size_refuses_what_is_not_a_canvas(size) -> None:
+    from forcomp.recombine.config import canvas_size
+
+    with pytest.raises(ValueError, match="size must be an int or"):
+        canvas_size(size)
+
+
+def test_auto_crop_and_flip_follow_the_split_and_the_path() -> None:
+    auto = RecombineConfig(crop_scale="auto", hflip_prob="auto")
+    train = auto.resolved("train", (224, 224))
+    assert (train.crop_scale, train.hflip_prob, train.fused) == ((0.08, 1.0), 0.5, True)
+    val = auto.resolved("val", (224, 224))
+    assert (val.crop_scale, val.hflip_prob, val.fused) == (None, 0.0, False)
+    per_sample = auto.resolved("train", None)  # the script's transform crops and flips
+    assert (per_sample.crop_scale, per_sample.hflip_prob) == (None, 0.0)
+    explicit = RecombineConfig(crop_scale=(0.3, 0.9), hflip_prob=0.25).resolved("val", (64, 64))
+    assert (explicit.crop_range, explicit.flip_prob, explicit.fused) == ((0.3, 0.9), 0.25, True)
+    flip_only = RecombineConfig(crop_scale=None, hflip_prob=1.0).resolved("val", (64, 64))
+    assert flip_only.fused and flip_only.crop_range is None
+    for cfg in (RecombineConfig(crop_scale=(0.5, 1.0)), RecombineConfig(hflip_prob=0.5)):
+        with pytest.raises(ValueError, match="need size=..."):
+            cfg.resolved("train", None)
+    with pytest.raises(ValueError, match=r"call config.resolved\(split, size\) first"):
+        auto.fused  # noqa: B018
