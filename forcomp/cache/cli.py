@@ -50,15 +50,20 @@ def check_cache_dir(cache: Path) -> None:
         raise CacheFormatError(f"cache {cache} does not exist")
 
 
-def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check every file and invariant; exit 1 listing each problem")
+def _cache_and_splits(p: argparse.ArgumentParser, verb: str) -> None:
+    """The ``CACHE`` argument and a repeatable ``--split`` (default: every split the cache has)."""
     p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
     p.add_argument(
         "--split",
         choices=["train", "val"],
         action="append",
-        help="check only this split (repeat for both; default: every split the cache has)",
+        help=f"{verb} only this split (repeat for both; default: every split the cache has)",
     )
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every file and invariant; exit 1 listing each problem")
+    _cache_and_splits(p, "check")
     p.set_defaults(func=_cmd_verify)
 
 
@@ -107,13 +112,7 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
             "the cache. Resumable: a rerun continues a killed one."
         ),
     )
-    p.add_argument("cache", type=Path, help="cache root (forcomp cache or ForNet release)")
-    p.add_argument(
-        "--split",
-        choices=["train", "val"],
-        action="append",
-        help="pack only this split (repeat for both; default: every split the cache has)",
-    )
+    _cache_and_splits(p, "pack")
     p.set_defaults(func=_cmd_pack)
 
 
