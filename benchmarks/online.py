@@ -114,6 +114,19 @@ class PILRecombine(Dataset):
         return self.tf(bg), 0
 
 
+def packed_copy(cache: Path) -> Path:
+    """A copy of the cache with its packed form (``forcomp pack``): QOI foregrounds, one data file."""
+    import shutil
+
+    from forcomp.cache.packing import pack_split
+
+    dst = cache.parent / (cache.name + "_packed")
+    if not dst.exists():
+        shutil.copytree(cache, dst)
+        pack_split(dst, "train")
+    return dst
+
+
 def v2_train_transform() -> v2.Compose:
     """ForNet's recipe after the paste: RandomResizedCrop(224) + flip + normalize (PIL in)."""
     return v2.Compose(
@@ -258,6 +271,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     pil = PILRecombine(cache)
     fast = ForComp(cache, "train", size=224, background="all", seed=0)
+    packed_fast = ForComp(packed_copy(cache), "train", size=224, background="all", seed=0)
     per_sample = ForComp(cache, "train", size=None, background="all", seed=0, transform=v2_train_transform())
     norm = v2.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())
     runs: dict[str, list[float]] = {}
@@ -269,6 +283,9 @@ def main() -> None:
             folder, batch_size=args.batch, num_workers=nw
         ),
         "forcomp fast (crop+flip fused)": lambda nw: fast.loader(
+            args.batch, num_workers=nw, batch_transform=norm
+        ),
+        "forcomp fast, packed form": lambda nw: packed_fast.loader(
             args.batch, num_workers=nw, batch_transform=norm
         ),
         "forcomp per-sample (size=None)": lambda nw: DataLoader(
