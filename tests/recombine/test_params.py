@@ -914,8 +914,19 @@ def test_auto_crop_and_flip_follow_the_split_and_the_path() -> None:
     assert (explicit.crop_range, explicit.flip_prob, explicit.fused) == ((0.3, 0.9), 0.25, True)
     flip_only = RecombineConfig(crop_scale=None, hflip_prob=1.0).resolved("val", (64, 64))
     assert flip_only.fused and flip_only.crop_range is None
-    for cfg in (RecombineConfig(crop_scale=(0.5, 1.0)), RecombineConfig(hflip_prob=0.5)):
-        with pytest.raises(ValueError, match="need size=..."):
+    message = (
+        r"crop_scale/hflip_prob fuse the crop and flip into the recombination's output and need "
+        r"size=\.\.\.; with size=None the transform gets the whole composite as a PIL image and does "
+        r"its own RandomResizedCrop and flip$"
+    )
+    for cfg in (
+        RecombineConfig(crop_scale=(0.5, 1.0)),
+        RecombineConfig(hflip_prob=0.5),
+        RecombineConfig(hflip_prob=1.0),
+    ):
+        with pytest.raises(ValueError, match=message):
             cfg.resolved("train", None)
-    with pytest.raises(ValueError, match=r"call config.resolved\(split, size\) first"):
-        auto.fused  # noqa: B018
+    assert RecombineConfig(crop_scale=None, hflip_prob=0.0).resolved("train", None).fused is False
+    for half_auto in (auto, RecombineConfig(crop_scale="auto"), RecombineConfig(hflip_prob="auto")):
+        with pytest.raises(ValueError, match=r"call config.resolved\(split, size\) first"):
+            half_auto.fused  # noqa: B018
