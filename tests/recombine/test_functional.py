@@ -774,3 +774,61 @@ def test_unit_float_is_torchs_convert_and_multiply_for_every_value():
     got = functional.unit_float(every)
     assert got.dtype == torch.float32 and got.shape == every.shape and torch.equal(got, want)
     assert torch.equal(functional.unit_float(every[:, 1:, 2:5]), want[:, 1:, 2:5])  # a strided view
+
+
+def test_pad_foregrounds_keeps_each_object_and_zeroes_only_the_padding() -> None:
+    from forcomp.recombine.functional import pad_foregrounds
+
+    g = torch.Generator().manual_seed(0)
+    fgs = [
+        torch.randint(1, 256, (4, h, w), generator=g, dtype=torch.uint8) for h, w in ((3, 5), (6, 2), (1, 1))
+    ]
+    out = pad_foregrounds(fgs)
+    assert out.shape == (3, 4, 6, 5) and out.dtype == torch.uint8
+    for i, f in enumerate(fgs):
+        h, w = f.shape[1:]
+        assert torch.equal(out[i, :, :h, :w], f)
+        assert int(out[i].sum()) == int(f.sum())  # everything else is zero
+
+
+def test_shrink_premultiplied_resamples_colour_weighted_by_alpha() -> None:
+    """Transparent pixels' colour must not bleed into the edge: a red object beside a transparent
+    green area shrinks to pure red wherever alpha is left."""
+    from forcomp.recombine.functional import shrink_premultiplied
+
+    fg = torch.zeros(4, 16, 16, dtype=torch.uint8)
+    fg[1] = 255  # green everywhere ...
+    fg[0, :, :8], fg[1, :, :8], fg[3, :, :8] = 255, 0, 255  # ... but the opaque left half is red
+    out = shrink_premultiplied(fg, (8, 8))
+    assert out.shape == (4, 8, 8) and out.dtype == torch.uint8
+    seen = out[3] > 0
+    assert bool(seen[:, :4].all()) and not bool(seen[:, 5:].any())
+    assert bool((out[0][seen] == 255).all()) and bool((out[1][seen] == 0).all())  # no green fringe
+    straight = torch.nn.functional.interpolate(
+        fg[None].float(), size=(8, 8), mode="bilinear", antialias=True
+    )[0]
+    assert float(straight[1][seen].max()) > 0  # a straight-alpha resize would have bled green
+
+
+def test_crop_parts_crops_resizes_and_flips_all_three_parts_alike() -> None:
+    from forcomp.recombine.functional import crop_parts, resize_cover, resize_u8
+
+    g = torch.Generator().manual_seed(1)
+    bg = torch.randint(0, 256, (3, 40, 60), generator=g, dtype=torch.uint8)
+    orig = torch.randint(0, 256, (3, 40, 60), generator=g, dtype=torch.uint8)
+    fg = torch.randint(0, 256, (4, 20, 30), generator=g, dtype=torch.uint8)
+    box, size = (10, 5, 30, 20), (16, 24)
+    f, b, o = crop_parts(fg, bg, orig, box, False, size)
+    assert torch.equal(b, resize_u8(bg[:, 5:25, 10:40], size)) and torch.equal(
+        o, resize_u8(orig[:, 5:25, 10:40], size)
+    )
+    assert torch.equal(f, fg)  # no fg_size: left for the paste kernel
+    ff, fb, fo = crop_parts(fg, bg, orig, box, True, size)
+    assert torch.equal(fb, b.flip(-1)) and torch.equal(fo, o.flip(-1)) and torch.equal(ff, fg.flip(-1))
+    other = torch.randint(0, 256, (3, 30, 30), generator=g, dtype=torch.uint8)  # not the background's size
+    _, _, whole = crop_parts(fg, bg, other, box, False, size)
+    assert torch.equal(whole, resize_cover(other, size))
+    small, _, _ = crop_parts(fg, bg, None, box, False, size, fg_size=(10, 15))
+    assert small.shape == (4, 10, 15)
+    same, _, _ = crop_parts(fg, bg, None, box, False, size, fg_size=(20, 15))  # not smaller in both
+    assert torch.equal(same, fg)
