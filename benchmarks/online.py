@@ -42,14 +42,14 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
-from torchvision.io import ImageReadMode
 from torchvision.transforms import v2
 
 from forcomp import ForComp
+from forcomp.cache.images import decode_background, decode_foreground
 from forcomp.cache.reader import CacheReader
-from forcomp.recombine.dataset import collate_parts, decode
 from forcomp.recombine.functional import composite
 from forcomp.recombine.params import RecombineConfig, sample_params
+from forcomp.recombine.transform import collate_parts
 
 REF = "ForNet __getitem__ (reproduction)"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -171,9 +171,9 @@ def stage_costs(cache: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:
                     for f, b in zip(fgb, bgb, strict=True)
                 ]
             ),
-            "decode fg+bg, torchvision (forcomp's)": ms(
+            "decode fg+bg, forcomp's strict decoders": ms(
                 lambda: [
-                    (decode(f, ImageReadMode.RGB_ALPHA), decode(b, ImageReadMode.RGB))
+                    (decode_foreground(f, "fg"), decode_background(b, "bg"))
                     for f, b in zip(fgb, bgb, strict=True)
                 ]
             ),

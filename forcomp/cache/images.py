@@ -71,14 +71,18 @@ def _check_pixels(name: str, w: int, h: int, max_pixels: int) -> None:
         )
 
 
-def _torchvision_decode(data: bytes, mode: str) -> torch.Tensor:
+def _torchvision_decode(data: bytes, mode: str, name: str) -> torch.Tensor:
+    """``data`` decoded by torchvision as RGB or RGBA; a failure is a :class:`CacheImageError`."""
     from torchvision.io import ImageReadMode, decode_image
 
-    with warnings.catch_warnings():
-        # torchvision 0.29 announces a move of its decoders to torchcodec; they remain the fastest here.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
-        read_mode = ImageReadMode.RGB_ALPHA if mode == "RGBA" else ImageReadMode.RGB
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
+    read_mode = ImageReadMode.RGB_ALPHA if mode == "RGBA" else ImageReadMode.RGB
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 announces a move of its decoders to torchcodec; they remain the fastest here.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
+    except RuntimeError as e:
+        raise CacheImageError(f"{name}: does not decode ({str(e).strip().splitlines()[-1]})") from None
 
 
 def decode_background(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
@@ -104,10 +108,7 @@ def decode_background(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_I
     else:
         w, h = _other_header(data, name)
         _check_pixels(name, w, h, max_pixels)
-    try:
-        return _torchvision_decode(data, "RGB")
-    except RuntimeError as e:
-        raise CacheImageError(f"{name}: does not decode ({str(e).strip().splitlines()[-1]})") from None
+    return _torchvision_decode(data, "RGB", name)
 
 
 def decode_foreground(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
@@ -124,10 +125,7 @@ def decode_foreground(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_I
     else:
         w, h = _other_header(data, name)
     _check_pixels(name, w, h, max_pixels)
-    try:
-        out = _torchvision_decode(data, "RGBA")
-    except RuntimeError as e:
-        raise CacheImageError(f"{name}: does not decode ({str(e).strip().splitlines()[-1]})") from None
+    out = _torchvision_decode(data, "RGBA", name)
     if out.shape[1:] != (h, w):
         raise CacheImageError(f"{name}: decoded size {out.shape[2]}x{out.shape[1]} != header {w}x{h}")
     return out

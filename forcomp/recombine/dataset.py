@@ -13,7 +13,6 @@ import math
 import numbers
 import operator
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from typing_extensions import Unpack
 
 from forcomp.cache.reader import CacheReader
@@ -38,14 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from forcomp.recombine.loader import ForCompLoader, LoaderKwargs, LoaderOptions
 
 log = logging.getLogger(__name__)
-
-
-def decode(data: bytes, mode: ImageReadMode) -> torch.Tensor:
-    """Encoded image bytes → ``(C, H, W)`` uint8 (``mode``: RGB or RGB_ALPHA)."""
-    with warnings.catch_warnings():
-        # torchvision 0.29 announces a move of its decoders to torchcodec; they remain the fastest here.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
 
 
 class ForComp(Dataset):
