@@ -33,6 +33,7 @@ from typing_extensions import TypedDict, Unpack
 
 from forcomp.models.devices import resolve_device
 from forcomp.recombine.sampler import EpochSampler
+from forcomp.recombine.threads import init_worker
 from forcomp.recombine.transform import Parts, Recombine, collate_parts
 
 Augment = Callable[..., Any]
@@ -136,21 +137,94 @@ def apply_augment(augment: Augment, images: torch.Tensor, masks: torch.Tensor | 
     return out[0], new_masks
 
 
-class _PasteInWorkers:
-    """Collate function for a CPU loader: collate, paste, augment, in the worker process."""
+class NormalizeThenErase:
+    """``Normalize`` on the batch, then random erasing drawn per sample on the normalised images,
+    the order of torchvision's ``ClassificationPresetTrain`` and timm's transforms (a torchvision v2
+    ``RandomErasing`` is applied sample by sample; timm's ``RandomErasing`` draws per sample itself).
+    """
 
-    def __init__(self, recombine: Recombine, augment: Augment | None, return_masks: bool) -> None:
+    def __init__(
+        self, mean: Sequence[float], std: Sequence[float], erase: Callable[..., Any] | None = None
+    ) -> None:
+        self.normalize = v2.Normalize(list(mean), list(std))
+        self.erase = erase
+        self._per_sample = isinstance(erase, v2.Transform)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.erase_only(self.normalize(images))
+
+    def erase_only(self, images: torch.Tensor) -> torch.Tensor:
+        """The erasing step alone, on images normalised already."""
+        if self.erase is None:
+            return images
+        return apply_augment(self.erase, images, None)[0] if self._per_sample else self.erase(images)
+
+
+def split_normalize(
+    batch_transform: BatchTransform | None,
+) -> tuple[v2.Normalize | None, BatchTransform | None]:
+    """``(normalize, rest)``: the ``Normalize`` that ``batch_transform`` starts with, which a CPU
+    loader's workers apply in place on the canvas they paste (no second float batch, no serial
+    step in the main process), and what remains for the main process (None: nothing).
+
+    torchvision's ``Normalize`` (v1 or v2) and :class:`NormalizeThenErase` are split; anything
+    else stays whole in the main process.
+    """
+    from torchvision import transforms as v1
+
+    if isinstance(batch_transform, v2.Normalize):
+        return batch_transform, None
+    if isinstance(batch_transform, v1.Normalize):
+        return v2.Normalize(list(batch_transform.mean), list(batch_transform.std)), None
+    if isinstance(batch_transform, NormalizeThenErase):
+        return batch_transform.normalize, (batch_transform.erase_only if batch_transform.erase else None)
+    return None, batch_transform
+
+
+def _shared_canvas(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor in shared memory: a worker's batch written there crosses
+    to the main process without the copy that pickling a private tensor makes (what torch's
+    ``default_collate`` does for its stacked batches in workers)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    storage = torch.UntypedStorage._new_shared(n * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
+class _PasteInWorkers:
+    """Collate function for a CPU loader: collate, paste, augment, normalise, in the worker process.
+
+    The canvas is allocated in shared memory in a worker process, the leading ``Normalize`` of the
+    batch transform runs on it in place, and masks are sent only when the dataset returns them.
+    """
+
+    def __init__(
+        self,
+        recombine: Recombine,
+        augment: Augment | None,
+        return_masks: bool,
+        normalize: v2.Normalize | None = None,
+    ) -> None:
         self.recombine, self.augment, self.return_masks = recombine, augment, return_masks
+        self.normalize = normalize
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+        from torch.utils.data import get_worker_info
+
         parts = collate_parts(samples, pad=False)  # pasted here on the CPU: no padded copy
         # float32 across the process boundary (not uint8): the same values as ds[i], no rounding
-        images, masks = self.recombine(parts)
+        in_worker = get_worker_info() is not None
+        out = _shared_canvas(tuple(parts.bg.shape)) if in_worker and len(samples) else None
+        images, masks = self.recombine(parts, out=out)
         images, masks = images.as_subclass(torch.Tensor), masks.as_subclass(torch.Tensor)
         if self.augment is not None:
             images, new_masks = apply_augment(self.augment, images, masks if self.return_masks else None)
             masks = new_masks if new_masks is not None else masks
-        return images, parts.labels, masks, parts.decode_failures
+        if self.normalize is not None:
+            # in place: the images were made by this call (the canvas, or augment's output)
+            images = v2.functional.normalize(images, self.normalize.mean, self.normalize.std, inplace=True)
+        return images, parts.labels, masks if self.return_masks else None, parts.decode_failures
 
 
 class PartsView(Dataset):
@@ -280,8 +354,14 @@ class ForCompLoader:
         self._sampler_epoch = getattr(sampler, "epoch", None)  # what the sampler was last set to
         self.paste_in_workers = self.device.type == "cpu"
         collate: Callable[..., Any]
+        # a CPU loader's workers apply the batch transform's Normalize; the rest runs here
+        self._worker_normalize, self._main_transform = (
+            split_normalize(batch_transform) if self.paste_in_workers else (None, batch_transform)
+        )
         if self.paste_in_workers:
-            collate = _PasteInWorkers(dataset.recombine, augment, dataset.return_masks)
+            collate = _PasteInWorkers(
+                dataset.recombine, augment, dataset.return_masks, self._worker_normalize
+            )
         else:
             collate = collate_parts
         kw: dict[str, Any] = {}
@@ -293,6 +373,7 @@ class ForCompLoader:
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda" if o.pin_memory is None else o.pin_memory,
+            worker_init_fn=init_worker,
             **kw,
         )
 
@@ -345,7 +426,8 @@ class ForCompLoader:
                 images, labels, masks, failures = batch
                 if self.num_workers > 0:  # failures counted in worker processes: bring them home
                     ds.decode_failures += failures
-                images, labels, masks = images.to(dev), labels.to(dev), masks.to(dev)
+                images, labels = images.to(dev), labels.to(dev)
+                masks = masks.to(dev) if masks is not None else None
             else:
                 parts: Parts = batch
                 images, masks = ds.recombine(parts)
@@ -357,8 +439,8 @@ class ForCompLoader:
                     )
                     masks = masks_out if masks_out is not None else masks
             images = images.as_subclass(torch.Tensor)
-            if self.batch_transform is not None:
-                images = self.batch_transform(images)
+            if self._main_transform is not None:
+                images = self._main_transform(images)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)
             if self.dtype == torch.uint8:  # timm's fast_collate contract: rounded 0-255

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from forcomp.recombine.dataset import ForComp
-from forcomp.recombine.loader import ForCompLoader, LoaderOptions, apply_augment
+from forcomp.recombine.loader import ForCompLoader, LoaderOptions, NormalizeThenErase
 
 __all__ = [
     "NormalizeThenErase",
@@ -46,28 +46,6 @@ def _num_classes(dataset: ForComp, flag: str, given: int | None) -> int:
     if given is not None and int(given) != n:
         raise ValueError(f"{flag} {given} but the cache has {n} classes: pass {flag} {n} (or leave it out)")
     return n
-
-
-class NormalizeThenErase:
-    """``Normalize`` on the batch, then random erasing drawn per sample on the normalised images,
-    the order of torchvision's ``ClassificationPresetTrain`` and timm's transforms (a torchvision v2
-    ``RandomErasing`` is applied sample by sample; timm's ``RandomErasing`` draws per sample itself).
-    """
-
-    def __init__(
-        self, mean: Sequence[float], std: Sequence[float], erase: Callable[..., Any] | None = None
-    ) -> None:
-        from torchvision.transforms import v2
-
-        self.normalize = v2.Normalize(list(mean), list(std))
-        self.erase = erase
-        self._per_sample = isinstance(erase, v2.Transform)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.normalize(images)
-        if self.erase is None:
-            return images
-        return apply_augment(self.erase, images, None)[0] if self._per_sample else self.erase(images)
 
 
 def timm_fast_dataset(cache: str | os.PathLike[str], args: Namespace, data_config: dict[str, Any]) -> ForComp:

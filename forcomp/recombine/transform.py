@@ -175,7 +175,11 @@ class Recombine(v2.Transform):
         return device.type == "cuda" and self.method != "window"
 
     def _composite(
-        self, parts: Parts, params: RecombineParams, out_dtype: torch.dtype = torch.float32
+        self,
+        parts: Parts,
+        params: RecombineParams,
+        out_dtype: torch.dtype = torch.float32,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         fg = parts.fg
         if not isinstance(fg, torch.Tensor) and self.uses_compile(parts.bg.device):
@@ -183,20 +187,29 @@ class Recombine(v2.Transform):
         args = (fg, parts.fg_hw, parts.bg, params)
         kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": out_dtype}
         if self.uses_compile(parts.bg.device):
-            if self._compiled is None:
-                # dynamic=True: every batch pads its foregrounds to another size; one graph with
-                # symbolic sizes serves them all. dynamic=None compiles a static graph first and
-                # recompiles on the next shapes (measured on an H200: 3 graphs of several seconds
-                # each per loader pass, against 1; benchmarks/RESULTS.md). fullgraph: a graph
-                # break would be a bug here.
-                self._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
-            try:
-                return self._compiled(*args, method="matrix", **kw)
-            except Exception as e:  # noqa: BLE001 - e.g. no Triton/C++ toolchain: eager is the same picture
-                log.warning("torch.compile of the paste kernel failed (%s); running it eagerly", e)
-                self.compile = False
-                self._compiled = None
-        return composite(*args, method=self.method, **kw)
+            images, masks = self._run_compiled(args, kw)
+            if images is not None:
+                return (images, masks) if out is None else (out.copy_(images), masks)
+        return composite(*args, method=self.method, out=out, **kw)
+
+    def _run_compiled(
+        self, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The compiled matrix kernel's ``(images, masks)``; ``(None, None)`` when it cannot compile."""
+        if self._compiled is None:
+            # dynamic=True: every batch pads its foregrounds to another size; one graph with
+            # symbolic sizes serves them all. dynamic=None compiles a static graph first and
+            # recompiles on the next shapes (measured on an H200: 3 graphs of several seconds
+            # each per loader pass, against 1; benchmarks/RESULTS.md). fullgraph: a graph
+            # break would be a bug here.
+            self._compiled = torch.compile(composite, fullgraph=True, dynamic=True)
+        try:
+            return self._compiled(*args, method="matrix", **kw)
+        except Exception as e:  # noqa: BLE001 - e.g. no Triton/C++ toolchain: eager is the same picture
+            log.warning("torch.compile of the paste kernel failed (%s); running it eagerly", e)
+            self.compile = False
+            self._compiled = None
+        return None, None
 
     def set_epoch(self, epoch: int) -> None:
         """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
@@ -250,21 +263,25 @@ class Recombine(v2.Transform):
         *,
         return_params: bool = False,
         out_dtype: torch.dtype = torch.float32,
+        out: torch.Tensor | None = None,
     ) -> Any:
         """Recombine ``parts``; returns ``(images, masks)`` (plus the params when ``return_params``).
 
         Images are ``(B, 3, H, W)`` float32 in [0, 1], or uint8 with ``out_dtype=torch.uint8``;
-        where ``use_orig`` is set the original image is returned and its mask is empty.
+        where ``use_orig`` is set the original image is returned and its mask is empty. ``out``:
+        a ``(B, 3, H, W)`` tensor of ``out_dtype`` on the batch's device that receives the images
+        (a DataLoader worker passes one in shared memory: handed over without a copy).
         """
         if out_dtype not in (torch.float32, torch.uint8):
             raise ValueError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype}")
         if params is None:
             params = self.make_params(parts)
-        images, masks = self._composite(parts, params, out_dtype)
+        images, masks = self._composite(parts, params, out_dtype, out)
         if parts.orig is not None and parts.use_orig is not None:
             sel = parts.use_orig[:, None, None, None]
             orig = parts.orig if out_dtype == torch.uint8 else parts.orig.float() / 255.0
-            images = torch.where(sel, orig, images)
+            picked = torch.where(sel, orig, images)
+            images = picked if out is None else images.copy_(picked)
             masks = torch.where(sel[:, 0], torch.zeros_like(masks), masks)
         out = (tv_tensors.Image(images), tv_tensors.Mask(masks))
         return (*out, params) if return_params else out

@@ -832,3 +832,70 @@ def test_crop_parts_crops_resizes_and_flips_all_three_parts_alike() -> None:
     assert small.shape == (4, 10, 15)
     same, _, _ = crop_parts(fg, bg, None, box, False, size, fg_size=(20, 15))  # not smaller in both
     assert torch.equal(same, fg)
+
+
+def test_premultiplied_support_is_the_float_product_rounded_for_every_pair_in_any_layout():
+    from forcomp.recombine.functional import _premultiplied_support
+
+    c = torch.arange(256, dtype=torch.uint8).repeat_interleave(256).reshape(256, 256)
+    a = torch.arange(256, dtype=torch.uint8).repeat(256).reshape(256, 256)
+    rgba = torch.stack([c, c.flip(0), c.t(), a])
+    want = (rgba[:3].float() * (rgba[3].float() * (1 / 255))).round_().to(torch.uint8)
+    interleaved = rgba.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # as the decoders hand it over
+    for src in (rgba, interleaved, rgba.flip(-1).flip(-1)):
+        got = _premultiplied_support(src, (0, 256), (0, 256))
+        assert got.shape == (1, 4, 256, 256) and got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got[0, :3], want) and torch.equal(got[0, 3], a)
+        part = _premultiplied_support(src, (10, 200), (7, 99))  # only the window is written
+        assert torch.equal(part[0, :3, 10:200, 7:99], want[:, 10:200, 7:99])
+        assert torch.equal(part[0, 3, 10:200, 7:99], a[10:200, 7:99])
+    assert _premultiplied_support(rgba, (5, 5), (0, 9)).shape == (1, 4, 256, 256)  # empty window
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_kernel_reads_interleaved_foregrounds_as_planar_ones(seed):
+    """The cache's decoders give (4, h, w) views of pixel-interleaved memory: same picture."""
+    g = torch.Generator().manual_seed(seed)
+    B, H, W = 5, 48, 64
+    fg = torch.randint(0, 256, (B, 4, 70, 90), generator=g, dtype=torch.uint8)
+    fg[:, 3, :, :30] = 0
+    interleaved = [f.permute(1, 2, 0).contiguous().permute(2, 0, 1) for f in fg]
+    hw = torch.tensor([[70, 90]] * B)
+    params = RecombineParams(
+        x0=torch.rand(B, generator=g) * 60 - 20, y0=torch.rand(B, generator=g) * 40 - 15,
+        w=torch.rand(B, generator=g) * 80 + 5, h=torch.rand(B, generator=g) * 60 + 5,
+        sigma=torch.rand(B, generator=g) * 3,
+    )  # fmt: skip
+    bg = torch.randint(0, 256, (B, 3, H, W), generator=g, dtype=torch.uint8)
+    want = composite(fg, hw, bg, params, method="window", out_dtype=torch.float32)
+    got = composite(interleaved, hw, bg, params, method="window", out_dtype=torch.float32)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("method", ["window", "matrix"])
+def test_composite_writes_into_out_and_refuses_a_wrong_one(method):
+    g = torch.Generator().manual_seed(3)
+    B, H, W = 3, 32, 40
+    fg = torch.randint(0, 256, (B, 4, 20, 24), generator=g, dtype=torch.uint8)
+    hw = torch.tensor([[20, 24]] * B)
+    params = RecombineParams(*(torch.tensor([4.0, -3.0, 10.0]) for _ in range(2)),
+                             torch.tensor([12.0, 30.0, 8.0]), torch.tensor([10.0, 25.0, 6.0]),
+                             torch.tensor([1.0, 0.0, 2.0]))  # fmt: skip
+    bg = torch.randint(0, 256, (B, 3, H, W), generator=g, dtype=torch.uint8)
+    want = composite(fg, hw, bg, params, method=method, out_dtype=torch.float32)
+    out = torch.full((B, 3, H, W), -7.0)
+    got = composite(fg, hw, bg, params, method=method, out_dtype=torch.float32, out=out)
+    assert got[0] is out and torch.equal(out, want[0]) and torch.equal(got[1], want[1])
+    for bad in (torch.empty(B, 3, H, W + 1), torch.empty(B, 3, H, W, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="out must be"):
+            composite(fg, hw, bg, params, method=method, out_dtype=torch.float32, out=bad)
+
+
+def test_unit_float_writes_into_out_and_refuses_a_wrong_one():
+    img = torch.arange(256, dtype=torch.uint8).reshape(1, 4, 8, 8).expand(3, 4, 8, 8)
+    out = torch.empty(3, 4, 8, 8)
+    assert functional.unit_float(img, out) is out and torch.equal(out, img.float().mul_(1 / 255))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        functional.unit_float(img, torch.empty(3, 4, 8, 9))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        functional.unit_float(img, torch.empty(3, 4, 8, 8).transpose(-1, -2))

@@ -347,3 +347,45 @@ def test_uint8_output_feeds_timms_prefetch_loader(train_cache):
     torch.testing.assert_close(xp.as_subclass(torch.Tensor), ref.as_subclass(torch.Tensor), atol=0.02, rtol=0)
     with pytest.raises(ValueError, match="batch_transform"):
         ds.loader(4, dtype=torch.uint8, batch_transform=v2.Normalize(mean, std))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_normalize_batch_transform_runs_in_the_cpu_workers_with_the_same_values(train_cache, workers):
+    """A CPU loader's workers normalise their canvas in place (torchvision v1 or v2 ``Normalize``,
+    or the recipe helpers' ``NormalizeThenErase``): the values of normalising in the main process."""
+    from torchvision import transforms as v1
+
+    from forcomp.recombine.loader import NormalizeThenErase, split_normalize
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    ds = ForComp(train_cache, "train", size=32, seed=0, return_masks=True)
+    plain = [(x.clone(), m.clone()) for x, _, m in ds.loader(4, num_workers=workers)]
+    for bt in (v2.Normalize(mean, std), v1.Normalize(mean, std), NormalizeThenErase(mean, std)):
+        got = list(ds.loader(4, num_workers=workers, batch_transform=bt))
+        for (x, _, m), (x0, m0) in zip(got, plain, strict=True):
+            assert torch.equal(x, v2.functional.normalize(x0, mean, std)) and torch.equal(m, m0)
+    normalize, rest = split_normalize(v2.Normalize(mean, std))
+    assert normalize is not None and rest is None
+    erase = NormalizeThenErase(mean, std, v2.RandomErasing(p=1.0))
+    normalize, rest = split_normalize(erase)
+    assert normalize is erase.normalize and rest == erase.erase_only  # erasing stays in the main process
+    other = v2.Lambda(lambda x: x * 2)
+    assert split_normalize(other) == (None, other)
+    erased = next(iter(ds.loader(4, num_workers=workers, batch_transform=erase)))[0]
+    assert (erased == 0).float().mean() > 0.05 and not torch.equal(erased, plain[0][0])
+
+
+def test_cpu_workers_send_masks_only_when_asked_and_batches_in_shared_memory(train_cache, monkeypatch):
+    import torch.utils.data as tud
+
+    samples = [ForComp(train_cache, "train", size=32, seed=0).load_parts(i) for i in range(3)]
+    for return_masks in (False, True):
+        loader = ForComp(train_cache, "train", size=32, seed=0, return_masks=return_masks).loader(3)
+        images, labels, masks, failures = loader.collate_fn(samples)
+        assert (masks is not None) == return_masks and not images.is_shared()
+        monkeypatch.setattr(tud, "get_worker_info", lambda: object())  # as inside a worker
+        in_worker = loader.collate_fn(samples)
+        monkeypatch.undo()
+        # written into shared memory: the main process receives it without a copy
+        assert in_worker[0].is_shared() and torch.equal(in_worker[0], images)
+        assert torch.equal(in_worker[1], labels) and (in_worker[2] is not None) == return_masks
