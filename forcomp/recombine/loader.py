@@ -189,7 +189,7 @@ def _shared_canvas(shape: tuple[int, ...]) -> torch.Tensor:
     for d in shape:
         n *= int(d)
     storage = torch.UntypedStorage._new_shared(n * 4)
-    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
 class _PasteInWorkers:
@@ -355,6 +355,8 @@ class ForCompLoader:
         self.paste_in_workers = self.device.type == "cpu"
         collate: Callable[..., Any]
         # a CPU loader's workers apply the batch transform's Normalize; the rest runs here
+        self._worker_normalize: v2.Normalize | None
+        self._main_transform: BatchTransform | None
         self._worker_normalize, self._main_transform = (
             split_normalize(batch_transform) if self.paste_in_workers else (None, batch_transform)
         )

@@ -187,15 +187,16 @@ class Recombine(v2.Transform):
         args = (fg, parts.fg_hw, parts.bg, params)
         kw: dict[str, Any] = {"smoothing_radius": self.smoothing_radius, "out_dtype": out_dtype}
         if self.uses_compile(parts.bg.device):
-            images, masks = self._run_compiled(args, kw)
-            if images is not None:
+            compiled = self._run_compiled(args, kw)
+            if compiled is not None:
+                images, masks = compiled
                 return (images, masks) if out is None else (out.copy_(images), masks)
         return composite(*args, method=self.method, out=out, **kw)
 
     def _run_compiled(
         self, args: tuple[Any, ...], kw: dict[str, Any]
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The compiled matrix kernel's ``(images, masks)``; ``(None, None)`` when it cannot compile."""
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The compiled matrix kernel's ``(images, masks)``; None when it cannot compile."""
         if self._compiled is None:
             # dynamic=True: every batch pads its foregrounds to another size; one graph with
             # symbolic sizes serves them all. dynamic=None compiles a static graph first and
@@ -209,7 +210,7 @@ class Recombine(v2.Transform):
             log.warning("torch.compile of the paste kernel failed (%s); running it eagerly", e)
             self.compile = False
             self._compiled = None
-        return None, None
+        return None
 
     def set_epoch(self, epoch: int) -> None:
         """Start the draws of ``epoch`` afresh (as DistributedSampler.set_epoch)."""
@@ -283,8 +284,8 @@ class Recombine(v2.Transform):
             picked = torch.where(sel, orig, images)
             images = picked if out is None else images.copy_(picked)
             masks = torch.where(sel[:, 0], torch.zeros_like(masks), masks)
-        out = (tv_tensors.Image(images), tv_tensors.Mask(masks))
-        return (*out, params) if return_params else out
+        result = (tv_tensors.Image(images), tv_tensors.Mask(masks))
+        return (*result, params) if return_params else result
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
