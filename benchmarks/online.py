@@ -28,6 +28,7 @@ per repeat on 2 cores.
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -297,6 +298,9 @@ def main() -> None:
     # The main process gets one thread in both settings: with workers it only collects batches
     # (and, for forcomp, normalises), and more threads would compete with the workers' cores.
     torch.set_num_threads(1)
+    # The objects made so far (torch and torchvision alone: 300k+) out of the garbage collector:
+    # a full collection over them takes ~0.2 s and falls at random into one pipeline's timing.
+    gc.freeze()
     for _ in range(args.repeats):
         for label, nw in settings:
             for name, make in pipelines.items():
