@@ -185,3 +185,77 @@ def test_close_releases_the_file_and_a_closed_writer_can_append_again(tmp_path):
     w.close()
     assert len(os.listdir("/proc/self/fd")) == before
     assert [r.status for _, _, r in iter_records(layout)] == ["ok", "error"]
+
+
+def _record(**over):
+    d = {"key": "n01/a b.JPEG", "cls": "n01", "stem": "a b", "label": 3, "source": "src/n01/a b.JPEG",
+         "status": "ok", "time": 5.0}  # fmt: skip
+    d.update(over)
+    return d
+
+
+def test_index_record_from_dict_reads_every_field_and_drops_unknown_ones():
+    r = IndexRecord.from_dict(_record(
+        source_size=[640, 480], bbox=[1, 2, 30, 40], ratio=0.25, score=1, segmenter="sam",
+        segmenter_weights="w.pth", inpainter="lama", inpainter_weights="big", message="m", extra="x",
+    ))  # fmt: skip
+    assert r == IndexRecord(
+        key="n01/a b.JPEG", cls="n01", stem="a b", label=3, source="src/n01/a b.JPEG", status="ok",
+        source_size=(640, 480), bbox=(1, 2, 30, 40), ratio=0.25, score=1, segmenter="sam",
+        segmenter_weights="w.pth", inpainter="lama", inpainter_weights="big", message="m", time=5.0,
+    )  # fmt: skip
+    assert isinstance(r.source_size, tuple) and isinstance(r.bbox, tuple)
+    bare = IndexRecord.from_dict(_record(status="no_object", label=0))
+    assert (
+        bare.source_size is None and bare.bbox is None and bare.ratio is None and bare.status == "no_object"
+    )
+    assert IndexRecord.from_dict(_record(status="error")).status == "error"
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"key": 5}, "'key' must be a string, got 5"),
+        ({"cls": None}, "'cls' must be a string, got None"),
+        ({"stem": ["a"]}, "'stem' must be a string, got ['a']"),
+        ({"source": 1.5}, "'source' must be a string, got 1.5"),
+        ({"status": 0}, "'status' must be a string, got 0"),
+        ({"key": "n01/other.JPEG"}, "key 'n01/other.JPEG' does not match cls/stem ('n01', 'a b')"),
+        ({"status": "done"}, "status 'done' is not one of ok, no_object, error"),
+        ({"label": -1}, "label must be an int >= 0, got -1"),
+        ({"label": True}, "label must be an int >= 0, got True"),
+        ({"label": "3"}, "label must be an int >= 0, got '3'"),
+        ({"label": None}, "label must be an int >= 0, got None"),
+        ({"source_size": [640]}, "source_size must be a list of 2 ints, got [640]"),
+        ({"source_size": [640, 4.5]}, "source_size must be a list of 2 ints, got [640, 4.5]"),
+        ({"source_size": "640x480"}, "source_size must be a list of 2 ints, got '640x480'"),
+        ({"bbox": [1, 2, 3]}, "bbox must be a list of 4 ints, got [1, 2, 3]"),
+        ({"bbox": [1, 2, 3, True]}, "bbox must be a list of 4 ints, got [1, 2, 3, True]"),
+        ({"ratio": float("nan")}, "ratio must be a finite number, got nan"),
+        ({"ratio": "0.5"}, "ratio must be a finite number, got '0.5'"),
+        ({"score": float("inf")}, "score must be a finite number, got inf"),
+        ({"score": False}, "score must be a finite number, got False"),
+        ({"time": None, "ratio": -float("inf")}, "ratio must be a finite number, got -inf"),
+        ({"time": "now"}, "time must be a finite number, got 'now'"),
+        ({"segmenter": 1}, "segmenter must be a string, got 1"),
+        ({"segmenter_weights": 2}, "segmenter_weights must be a string, got 2"),
+        ({"inpainter": 3}, "inpainter must be a string, got 3"),
+        ({"inpainter_weights": 4}, "inpainter_weights must be a string, got 4"),
+        ({"message": 5}, "message must be a string, got 5"),
+    ],
+)
+def test_index_record_from_dict_names_the_field_and_the_value(over, message):
+    with pytest.raises(ValueError) as e:
+        IndexRecord.from_dict(_record(**over))
+    assert str(e.value) == message
+
+
+def test_index_record_from_dict_refuses_a_non_object_and_unsafe_names():
+    from forcomp.errors import UnsafePathError
+
+    with pytest.raises(ValueError, match="^a JSON list, expected an object$"):
+        IndexRecord.from_dict([1])  # type: ignore[arg-type]
+    with pytest.raises(UnsafePathError, match="class name"):
+        IndexRecord.from_dict(_record(cls="..", key="../a b.JPEG"))
+    with pytest.raises(UnsafePathError, match="stem"):
+        IndexRecord.from_dict(_record(stem="x/y", key="n01/x/y.JPEG"))
