@@ -259,3 +259,40 @@ def test_index_record_from_dict_refuses_a_non_object_and_unsafe_names():
         IndexRecord.from_dict(_record(cls="..", key="../a b.JPEG"))
     with pytest.raises(UnsafePathError, match="stem"):
         IndexRecord.from_dict(_record(stem="x/y", key="n01/x/y.JPEG"))
+
+
+def test_scan_index_reads_files_in_order_and_names_what_it_refuses(tmp_path):
+    from forcomp.cache.layout import CacheLayout
+
+    layout = CacheLayout(tmp_path / "cache", "train")
+    assert scan_index(layout) == ([], [])  # no index folder: nothing, no error
+    layout.index_dir.mkdir(parents=True)
+    b, a = layout.index_dir / "b.jsonl", layout.index_dir / "a.jsonl"
+    b.write_text(_rec("ok", 1.0, key="a/bee.JPEG").to_json() + "\n", encoding="utf-8")
+    # a valid last line without its newline is kept; padding around a line is ignored
+    a.write_text(
+        "  "
+        + _rec("ok", 2.0, key="a/ant.JPEG").to_json()
+        + "  \n\n"
+        + _rec("ok", 3.0, key="a/ape.JPEG").to_json()
+    )
+    (layout.index_dir / "notes.txt").write_text("not an index\n")
+    bad = layout.index_dir / "c.jsonl"
+    bad.write_bytes(b'{"key": 1}\n\xff\xfe\n' + _rec("ok", 4.0, key="a/cat.JPEG").to_json().encode() + b"\n")
+    os.mkfifo(layout.index_dir / "d.jsonl")
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(_rec("ok", 5.0, key="a/eel.JPEG").to_json() + "\n")
+    (layout.index_dir / "e.jsonl").symlink_to(outside)
+    records, problems = scan_index(layout)
+    assert [(p.name, n, r.key) for p, n, r in records] == [
+        ("a.jsonl", 1, "a/ant.JPEG"), ("a.jsonl", 3, "a/ape.JPEG"), ("b.jsonl", 1, "a/bee.JPEG"),
+        ("c.jsonl", 3, "a/cat.JPEG"),
+    ]  # fmt: skip
+    assert [str(p) for p in problems[:2]] == [
+        f"{bad}:1: index line refused ('key' must be a string, got 1)",
+        f"{bad}:2: index line refused (Expecting value: line 1 column 1 (char 0))",
+    ]
+    assert [(p.path, p.message.split(":")[0].split(" (")[0]) for p in problems[2:]] == [
+        (str(layout.index_dir / "d.jsonl"), "not a regular file"),
+        (str(layout.index_dir / "e.jsonl"), f"symbolic link to {outside}, outside {tmp_path / 'cache'}"),
+    ]
