@@ -296,3 +296,34 @@ def test_scan_index_reads_files_in_order_and_names_what_it_refuses(tmp_path):
         (str(layout.index_dir / "d.jsonl"), "not a regular file"),
         (str(layout.index_dir / "e.jsonl"), f"symbolic link to {outside}, outside {tmp_path / 'cache'}"),
     ]
+
+
+def test_recorded_sources_lists_each_builds_source_newest_first_and_skips_broken_files(tmp_path):
+    import json
+
+    from forcomp.cache.index import recorded_sources
+
+    layout = CacheLayout(tmp_path / "cache", "train")
+    assert recorded_sources(layout) == []  # no index folder yet
+    layout.index_dir.mkdir(parents=True)
+    provs = {
+        "build-1.json": {"started": 10.0, "finished": 30.0, "source": "/data/finished30"},
+        "build-2.json": {"started": 20.0, "source": "/data/started20"},  # killed: only its start
+        "build-3.json": {"started": 40.0, "finished": None, "source": "/data/started40"},
+        "build-4.json": {"source": "/data/undated"},  # no time: oldest
+        "build-5.json": {"finished": 50.0, "source": ""},  # no source: skipped
+        "build-6.json": {"finished": 60.0, "source": ["/data/list"]},  # not a string: skipped
+        "build-7.json": ["not", "an", "object"],
+        "build-8.json": {"finished": "yesterday", "source": "/data/bad-time"},
+        "other.json": {"finished": 99.0, "source": "/data/not-a-build-file"},
+    }
+    for name, prov in provs.items():
+        (layout.index_dir / name).write_text(json.dumps(prov), encoding="utf-8")
+    (layout.index_dir / "build-9.json").write_bytes(b"{\xff not json")
+    os.mkfifo(layout.index_dir / "build-10.json")  # a special file is skipped, never waited on
+    assert recorded_sources(layout) == [
+        "/data/started40",
+        "/data/finished30",
+        "/data/started20",
+        "/data/undated",
+    ]
