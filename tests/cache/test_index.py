@@ -327,3 +327,80 @@ def test_recorded_sources_lists_each_builds_source_newest_first_and_skips_broken
         "/data/started20",
         "/data/undated",
     ]
+
+
+def test_index_writer_appends_whole_lines_or_nothing(tmp_path, monkeypatch):
+    """A write that fails midway is cut back to the last whole line; a write that writes nothing
+    is a full disk; a file that cannot be cut back refuses every later append (a partial line
+    must never be followed by records)."""
+    import errno
+
+    layout = CacheLayout(tmp_path / "cache", "val")
+    one, two = _rec("ok", 1.0, key="a/one.JPEG"), _rec("ok", 2.0, key="a/two.JPEG")
+    real_write, real_fsync, real_truncate = os.write, os.fsync, os.ftruncate
+    w = IndexWriter(layout)
+    w.append([])  # nothing to write: no file either
+    assert not w.path.exists()
+    w.append([one, two])
+    first = w.path.read_bytes()
+    assert first == (one.to_json() + "\n" + two.to_json() + "\n").encode()
+    assert stat.S_IMODE(os.stat(w.path).st_mode) == 0o644 & ~_umask()
+    calls = []
+
+    def partial(fd, data):
+        calls.append(len(data))
+        return real_write(fd, data[:7]) if len(calls) == 1 else real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", partial)
+    w.append([one])  # a short write is continued with the rest, not repeated
+    monkeypatch.undo()
+    line = (one.to_json() + "\n").encode()
+    assert calls == [len(line), len(line) - 7] and w.path.read_bytes() == first + line
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError) as e:
+        w.append([two])
+    monkeypatch.undo()
+    assert e.value.errno == errno.ENOSPC and "bytes not written" in str(e.value)
+    assert w.path.read_bytes() == first + line  # nothing was written: nothing to cut
+    fsyncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    w.append([two])
+    monkeypatch.undo()
+    assert len(fsyncs) == 1  # each append is on disk before it returns
+    good = w.path.read_bytes()
+
+    written = []
+
+    def half_then_full(fd, data):
+        if not written:
+            written.append(20)
+            return real_write(fd, data[:20])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        w.append([one])
+    monkeypatch.undo()
+    assert w.path.read_bytes() == good  # the 20 bytes written are cut back
+    written.clear()
+
+    def no_truncate(fd, size):
+        raise OSError(errno.EIO, "cannot truncate")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with pytest.raises(OSError, match="No space left"):
+        w.append([one])
+    monkeypatch.undo()
+    assert w.path.read_bytes()[: len(good)] == good and len(w.path.read_bytes()) == len(good) + 20
+    with pytest.raises(OSError, match="ends in a partial line that could not be removed") as e:
+        w.append([two])  # refused: it would follow the partial line
+    assert e.value.errno == errno.EIO
+    w.close()
+    assert real_truncate is os.ftruncate
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
