@@ -362,24 +362,3 @@ def test_compare_size_curves_of_equal_models_stay_distinguishable(tmp_path: Path
     assert (a.get_marker(), a.get_linestyle()) != (b.get_marker(), b.get_linestyle())
     assert a.get_marker() != b.get_marker() and a.get_linestyle() != b.get_linestyle()
     assert all((line.get_alpha() or 1.0) < 1.0 for line in curves)  # the one below shows through
-
-
-def test_report_records_file_paths_absolute(tmp_path: Path, monkeypatch) -> None:
-    from forcomp.metrics.options import EvaluateOptions
-    from forcomp.metrics.summary import describe_run
-
-    monkeypatch.chdir(tmp_path)
-    run = describe_run(
-        EvaluateOptions(weights_dir="w"),
-        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
-        n_outputs=2, prediction="argmax", model={"spec": "resnet18", "weights": "w/resnet18.pth"},
-        cache={"path": str(tmp_path / "c")}, seconds=0.0, device="cpu",
-    )  # fmt: skip
-    assert run["model"]["weights"] == str(tmp_path / "w" / "resnet18.pth")
-    assert run["options"]["weights_dir"] == str(tmp_path / "w")
-    assert describe_run(
-        EvaluateOptions(),
-        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
-        n_outputs=2, prediction="argmax", model={"spec": "m", "weights": None}, cache={}, seconds=0.0,
-        device="cpu",
-    )["model"]["weights"] is None  # fmt: skip

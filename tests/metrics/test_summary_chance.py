@@ -398,3 +398,30 @@ def test_scores_are_float64_exact_for_equal_conditions() -> None:
     assert r["center_bias"]["score"] == 0.0 and r["size_bias"]["score"] == 0.0 and r["bg_gap"]["score"] == 0.0
     assert r["background_robustness"]["score"] == 1.0 and r["center_bias"]["corner_score"] == 0.0
     assert r["foreground_focus"]["score"] == 1.0
+
+
+def test_report_records_file_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    from forcomp.metrics.options import EvaluateOptions
+    from forcomp.metrics.summary import describe_run
+
+    monkeypatch.chdir(tmp_path)
+    run = describe_run(
+        EvaluateOptions(weights_dir="w"),
+        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
+        n_outputs=2, prediction="argmax", model={"spec": "resnet18", "weights": "w/resnet18.pth"},
+        cache={"path": str(tmp_path / "c")}, seconds=0.0, device="cpu",
+    )  # fmt: skip
+    assert run["model"]["weights"] == str(tmp_path / "w" / "resnet18.pth")
+    assert run["options"]["weights_dir"] == str(tmp_path / "w")
+    assert describe_run(
+        EvaluateOptions(),
+        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
+        n_outputs=2, prediction="argmax", model={"spec": "m", "weights": None}, cache={}, seconds=0.0,
+        device="cpu",
+    )["model"]["weights"] is None  # fmt: skip
+    no_file = describe_run(
+        EvaluateOptions(),
+        n_images=1, n_classes=2, size=32, norm=None, gradcam_layer=None, class_indices=None,
+        n_outputs=2, prediction="argmax", model={"spec": "m"}, cache={}, seconds=0.0, device="cpu",
+    )  # fmt: skip
+    assert no_file["model"] == {"spec": "m"}  # a model without a weights file gets no "weights" entry
