@@ -899,3 +899,32 @@ def test_unit_float_writes_into_out_and_refuses_a_wrong_one():
         functional.unit_float(img, torch.empty(3, 4, 8, 9))
     with pytest.raises(ValueError, match="contiguous float32"):
         functional.unit_float(img, torch.empty(3, 4, 8, 8).transpose(-1, -2))
+
+
+def test_opencv_row_chunks_partition_the_rows_in_calls_of_bounded_size():
+    from forcomp.recombine.functional import _CV_CHUNK_PX, _row_chunks
+
+    for n_rows, width in ((0, 10), (1, 1), (7, 3), (300, 224), (1000, 65536), (5, 70000), (3, 0)):
+        chunks = _row_chunks(n_rows, width)
+        rows = [r for c in chunks for r in range(n_rows)[c]]
+        assert rows == list(range(n_rows)), (n_rows, width)  # each row once, in order
+        assert all(c.step is None and c.start < c.stop for c in chunks)
+        # as large as allowed: each call but the last has the most rows that fit (one if a row is wider)
+        step = max(1, _CV_CHUNK_PX // max(width, 1))
+        assert all(c.stop - c.start == step for c in chunks[:-1])
+        assert all((c.stop - c.start) * width <= max(_CV_CHUNK_PX, width) for c in chunks)
+
+
+def test_premultiply_of_strided_views_reads_the_right_pixels():
+    g = torch.Generator().manual_seed(0)
+    five = torch.randint(0, 256, (37, 29, 5), generator=g, dtype=torch.uint8)  # RGBA + one more channel
+    rgba = five[..., :4].permute(2, 0, 1)  # a view: pixels 5 bytes apart
+    want = (rgba[:3].float() * (rgba[3].float() * (1 / 255))).round_().to(torch.uint8)
+    interleaved = rgba.contiguous().permute(1, 2, 0).contiguous().permute(2, 0, 1)  # pixels 4 bytes apart
+    for src in (rgba, interleaved):
+        assert torch.equal(functional.premultiply_u8(src), want)
+        from forcomp.recombine.functional import _premultiplied_support
+
+        got = _premultiplied_support(src, (3, 30), (2, 20))
+        assert torch.equal(got[0, :3, 3:30, 2:20], want[:, 3:30, 2:20])
+        assert torch.equal(got[0, 3, 3:30, 2:20], rgba[3, 3:30, 2:20])
