@@ -11,7 +11,7 @@ never repeat each other).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -206,6 +206,20 @@ def plan(
     return Plan(compose_crop(paste, crop, out_hw), crop)
 
 
+def _size_bounds(mode: str, fr: Any, br: Any, minimum: Any, maximum: Any, two: Any) -> tuple[Any, Any]:
+    """The object's area-share bounds ``(lo, hi)`` from its own and the background's ratios, per
+    ``fg_size_mode``; one rule for the batched plan (torch) and the one-sample plan (numpy float32)."""
+    if mode == "range":
+        return minimum(fr, br), maximum(fr, br)
+    if mode == "min":
+        lo = minimum(fr, br)
+    elif mode == "max":
+        lo = maximum(fr, br)
+    else:
+        lo = (fr + br) / two
+    return lo, lo
+
+
 def _one_cpu_sample(
     fg_ratio: torch.Tensor,
     bg_ratio: torch.Tensor,
@@ -256,15 +270,7 @@ def _plan_one(
         H, W = float(canvas[0]), float(canvas[1])
         area = f(H * W / (9.0 if cfg.nonant is not None else 1.0))
     fr, br = f(fg_ratio.item()), f(bg_ratio.item())
-    mode = cfg.fg_size_mode
-    if mode == "range":
-        lo, hi = np.minimum(fr, br), np.maximum(fr, br)
-    elif mode == "min":
-        lo = hi = np.minimum(fr, br)
-    elif mode == "max":
-        lo = hi = np.maximum(fr, br)
-    else:
-        lo = hi = (fr + br) / f(2)
+    lo, hi = _size_bounds(cfg.fg_size_mode, fr, br, np.minimum, np.maximum, f(2))
     n, j = abs(cfg.fg_bates_n), cfg.fg_scale_jitter
     u = f(draws.size.item())
     ratio = (lo * f(1 - j) + u * (hi * f(1 + j) - lo * f(1 - j))) * f(cfg.size_factor)
@@ -514,15 +520,7 @@ def sample_params(
     else:
         H, W = float(canvas[0]), float(canvas[1])
     fr, br = fg_ratio.float(), bg_ratio.float()
-    mode = cfg.fg_size_mode
-    if mode == "range":
-        lo, hi = torch.minimum(fr, br), torch.maximum(fr, br)
-    elif mode == "min":
-        lo = hi = torch.minimum(fr, br)
-    elif mode == "max":
-        lo = hi = torch.maximum(fr, br)
-    else:
-        lo = hi = (fr + br) / 2
+    lo, hi = _size_bounds(cfg.fg_size_mode, fr, br, torch.minimum, torch.maximum, 2)
     k = n_paste_uniforms(cfg)
     if isinstance(uniforms, SampleDraws):
         uniforms = uniforms.paste_uniforms()
