@@ -20,6 +20,7 @@ torchvision v2 ``MixUp``/``CutMix``). Images come out as ``tv_tensors.Image``, m
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -185,10 +186,7 @@ def _shared_canvas(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised float32 tensor in shared memory: a worker's batch written there crosses
     to the main process without the copy that pickling a private tensor makes (what torch's
     ``default_collate`` does for its stacked batches in workers)."""
-    n = 1
-    for d in shape:
-        n *= int(d)
-    storage = torch.UntypedStorage._new_shared(n * 4)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
     return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
